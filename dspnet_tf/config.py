@@ -1,0 +1,191 @@
+"""`DSPnetConfig`: every hyper-parameter and ablation switch of DSPnet in one JSON-able record.
+
+Id conventions shared by the whole library:
+  * item ids and scene ids are integers; 0 is padding, 1 is the out-of-vocabulary bucket by
+    convention of the data layer (the model itself treats every id >= 1 alike);
+  * `item_vocab_size` / `scene_vocab_size` count every id including padding, so valid ids are
+    in [0, vocab_size); the encoders keep one extra embedding row (id == vocab_size) for the
+    [MASK] token of the contrastive augmentations;
+  * sequences are left padded, most recent event last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict
+
+ITEM_LOSSES = ("sampled_bce", "softmax")
+CCR_WEIGHTINGS = ("conditional", "uniform")
+PRIORS = ("gaussian", "laplace", "mixture")
+FUSIONS = ("concat_mlp", "sum")
+
+# Named ablations of dspnet-method.md -> the switches they flip.
+ABLATIONS: Dict[str, Dict[str, Any]] = {
+    "no_scene": {"use_scene_network": False},
+    "no_sfe": {"fusion": "sum"},
+    "no_ccr": {"use_ccr": False},
+    "ccr_uniform": {"ccr_weighting": "uniform"},
+    "no_adv": {"use_adversarial": False},
+    "sfe_depth_1": {"sfe_depth": 1},
+    "sfe_depth_3": {"sfe_depth": 3},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or unknown; the message names the field."""
+
+
+@dataclasses.dataclass
+class DSPnetConfig:
+    """Hyper-parameters of DSPnet. Defaults follow dspnet-method.md ("our defaults").
+
+    Attributes:
+      item_vocab_size: number of item ids including padding (0) and OOV (1).
+      scene_vocab_size: number of scene ids including padding (0) and OOV (1).
+      max_len: sequence length L the model reads (most recent L events).
+      item_dim: width d_v of the item network and of the fused representation z.
+      scene_dim: width d_s of the scene network.
+      num_blocks: Transformer blocks per network.
+      num_heads: attention heads per block.
+      ffn_multiplier: feed-forward width as a multiple of the block width.
+      dropout: dropout rate in embeddings, attention, feed-forward and fusion MLP.
+      use_scene_network: ablation switch; False leaves z = h_V (scene head kept for the loss).
+      fusion: "concat_mlp" (SFE) or "sum" (ablation: h_V + W h_S).
+      sfe_depth: number of Dense layers in the SFE MLP (paper: 2 best).
+      sfe_hidden: width of the hidden SFE layers (default 2 * item_dim).
+      item_loss: "sampled_bce" (K sampled negatives) or "softmax" (full cross-entropy).
+      num_negatives: K for the sampled BCE loss.
+      alpha: weight of the next-scene loss.
+      use_ccr: switch for the conditional contrastive regulariser.
+      lambda_ccr: weight of L_CCR.
+      ccr_weighting: "conditional" (learned context weights) or "uniform" (plain InfoNCE).
+      ccr_temperature: tau of the InfoNCE similarities.
+      ccr_weight_temperature: tau_w of the conditional weight softmax.
+      ccr_soft_positive_mass: share of the target mass given to context-similar users.
+      ccr_context_dim: output width of the context MLP g.
+      augment_crop_ratio: share of the sequence kept by the crop augmentation.
+      augment_mask_ratio: share of events replaced by [MASK] by the mask augmentation.
+      augment_reorder_ratio: share of the sequence shuffled by the reorder augmentation.
+      use_adversarial: switch for the adversarial prior regulariser.
+      lambda_adv: weight of the generator term -log D(z).
+      prior: "gaussian", "laplace" or "mixture" (of Gaussians).
+      prior_components: number of mixture components.
+      discriminator_hidden: hidden width of the discriminator MLP.
+      target_scene_conditioning: condition the item head on the scene the list is shown in.
+      target_scene_dropout: probability of hiding the target scene in training, so the model
+        also answers requests that do not know it.
+      seed: seed of the sampled negatives and augmentations (stateless, per step).
+    """
+
+    item_vocab_size: int
+    scene_vocab_size: int
+    max_len: int = 50
+    item_dim: int = 64
+    scene_dim: int = 16
+    num_blocks: int = 2
+    num_heads: int = 2
+    ffn_multiplier: int = 4
+    dropout: float = 0.2
+    use_scene_network: bool = True
+    fusion: str = "concat_mlp"
+    sfe_depth: int = 2
+    sfe_hidden: int = 0
+    item_loss: str = "sampled_bce"
+    num_negatives: int = 1
+    alpha: float = 1.0
+    use_ccr: bool = True
+    lambda_ccr: float = 0.1
+    ccr_weighting: str = "conditional"
+    ccr_temperature: float = 0.2
+    ccr_weight_temperature: float = 0.5
+    ccr_soft_positive_mass: float = 0.3
+    ccr_context_dim: int = 16
+    augment_crop_ratio: float = 0.6
+    augment_mask_ratio: float = 0.3
+    augment_reorder_ratio: float = 0.3
+    use_adversarial: bool = True
+    lambda_adv: float = 0.01
+    prior: str = "gaussian"
+    prior_components: int = 4
+    discriminator_hidden: int = 64
+    target_scene_conditioning: bool = False
+    target_scene_dropout: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.sfe_hidden:
+            self.sfe_hidden = 2 * self.item_dim
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first invalid field."""
+
+        def need(ok: bool, field: str, rule: str) -> None:
+            if not ok:
+                raise ConfigError(
+                    f"DSPnetConfig.{field}={getattr(self, field)!r} is invalid: {rule}"
+                )
+
+        need(self.item_vocab_size >= 2, "item_vocab_size", "needs padding + at least one item")
+        need(self.scene_vocab_size >= 2, "scene_vocab_size", "needs padding + at least one scene")
+        need(self.max_len >= 2, "max_len", "must be >= 2")
+        for field in ("item_dim", "scene_dim", "num_blocks", "num_heads", "ffn_multiplier",
+                      "num_negatives", "ccr_context_dim", "prior_components",
+                      "discriminator_hidden", "sfe_depth"):
+            need(int(getattr(self, field)) >= 1, field, "must be >= 1")
+        need(self.item_dim % self.num_heads == 0, "item_dim", "must be divisible by num_heads")
+        need(self.scene_dim % self.num_heads == 0, "scene_dim", "must be divisible by num_heads")
+        for field in ("dropout", "target_scene_dropout"):
+            need(0.0 <= getattr(self, field) < 1.0, field, "must be in [0, 1)")
+        for field in ("augment_crop_ratio", "augment_mask_ratio", "augment_reorder_ratio",
+                      "ccr_soft_positive_mass"):
+            need(0.0 <= getattr(self, field) <= 1.0, field, "must be in [0, 1]")
+        for field in ("alpha", "lambda_ccr", "lambda_adv"):
+            need(getattr(self, field) >= 0.0, field, "must be >= 0")
+        for field in ("ccr_temperature", "ccr_weight_temperature"):
+            need(getattr(self, field) > 0.0, field, "must be > 0")
+        need(self.item_loss in ITEM_LOSSES, "item_loss", f"one of {ITEM_LOSSES}")
+        need(self.ccr_weighting in CCR_WEIGHTINGS, "ccr_weighting", f"one of {CCR_WEIGHTINGS}")
+        need(self.prior in PRIORS, "prior", f"one of {PRIORS}")
+        need(self.fusion in FUSIONS, "fusion", f"one of {FUSIONS}")
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "DSPnetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown DSPnetConfig field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DSPnetConfig":
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"DSPnetConfig JSON is malformed: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError("DSPnetConfig JSON must be an object")
+        return cls.from_dict(values)
+
+    def replace(self, **changes: Any) -> "DSPnetConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_ablation(self, name: str) -> "DSPnetConfig":
+        """A copy with one named ablation of dspnet-method.md applied (see ABLATIONS)."""
+        if name not in ABLATIONS:
+            raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
+        return self.replace(**ABLATIONS[name])
+
+    @property
+    def fused_dim(self) -> int:
+        """Width of z, the fused per-position representation."""
+        return self.item_dim

@@ -1,0 +1,20 @@
+"""Keras layers of DSPnet, one concept per module."""
+
+from dspnet_tf.layers.augmentation import JointSequenceAugmenter
+from dspnet_tf.layers.context_weights import ContextWeighting
+from dspnet_tf.layers.discriminator import PriorDiscriminator
+from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
+from dspnet_tf.layers.prediction_head import PredictionHead, score_all
+from dspnet_tf.layers.sequence_encoder import SequenceEncoder
+from dspnet_tf.layers.transformer_block import TransformerBlock
+
+__all__ = [
+    "ContextWeighting",
+    "JointSequenceAugmenter",
+    "PredictionHead",
+    "PriorDiscriminator",
+    "SequenceEncoder",
+    "SequenceFeatureEnhancement",
+    "TransformerBlock",
+    "score_all",
+]

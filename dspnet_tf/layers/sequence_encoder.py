@@ -1,0 +1,128 @@
+"""Causal Transformer encoder of one behaviour sequence (items or scenes)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from dspnet_tf.layers.transformer_block import TransformerBlock
+
+
+@tf.keras.utils.register_keras_serializable(package="dspnet_tf")
+class SequenceEncoder(tf.keras.layers.Layer):
+    """Embeds a left-padded id sequence and runs causal Transformer blocks over it (SASRec-style).
+
+    DSPnet reads a user's history twice, once as items and once as scenes, with two encoders of
+    this class that share nothing but the recipe: id embedding + learned position embedding,
+    dropout, `num_blocks` pre-layer-norm Transformer blocks with a causal mask (position t sees
+    events <= t) and a padding mask (padded events are seen by no one), and a final layer norm.
+    The output at padded positions is zero, so nothing downstream can read padding.
+
+    The embedding table has `vocab_size + 1` rows: ids [0, vocab_size) plus one [MASK] row
+    (id == vocab_size) used by the contrastive augmentations. Prediction heads reuse the table
+    (tied embeddings) through `embeddings`.
+
+    Example:
+      >>> encoder = SequenceEncoder(vocab_size=100, dim=32, max_len=10)
+      >>> ids = tf.constant([[0, 0, 5, 7, 9]])
+      >>> encoder(ids, padding_mask=ids > 0).shape
+      TensorShape([1, 5, 32])
+
+    Args:
+      vocab_size: number of ids including padding (0).
+      dim: embedding and block width.
+      max_len: longest sequence; positions are counted from the left of the padded window.
+      num_blocks: number of Transformer blocks.
+      num_heads: attention heads per block.
+      ffn_multiplier: feed-forward width as a multiple of `dim`.
+      dropout: dropout rate.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        max_len: int,
+        num_blocks: int = 2,
+        num_heads: int = 2,
+        ffn_multiplier: int = 4,
+        dropout: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.dim = int(dim)
+        self.max_len = int(max_len)
+        self.num_blocks = int(num_blocks)
+        self.num_heads = int(num_heads)
+        self.ffn_multiplier = int(ffn_multiplier)
+        self.dropout_rate = float(dropout)
+        self.token_embedding = tf.keras.layers.Embedding(
+            self.vocab_size + 1, self.dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
+            name="token_embedding",
+        )
+        self.position_embedding = tf.keras.layers.Embedding(
+            self.max_len, self.dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
+            name="position_embedding",
+        )
+        self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate)
+        self.blocks = [
+            TransformerBlock(
+                dim=self.dim,
+                num_heads=self.num_heads,
+                ffn_dim=self.ffn_multiplier * self.dim,
+                dropout=self.dropout_rate,
+                name=f"block_{i}",
+            )
+            for i in range(self.num_blocks)
+        ]
+        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+
+    @property
+    def mask_token(self) -> int:
+        """Id of the [MASK] row used by the augmentations."""
+        return self.vocab_size
+
+    @property
+    def embeddings(self) -> tf.Variable:
+        """The [vocab_size + 1, dim] token table, shared with the tied prediction head."""
+        if not self.token_embedding.built:  # e.g. the scene table when the scene network is off
+            self.token_embedding.build((None,))
+        return self.token_embedding.embeddings
+
+    def call(
+        self,
+        ids: tf.Tensor,
+        padding_mask: Optional[tf.Tensor] = None,
+        training: Optional[bool] = None,
+    ) -> tf.Tensor:
+        """Encodes `ids` [B, L] into [B, L, dim]; `padding_mask` [B, L] is True on real events."""
+        ids = tf.cast(ids, tf.int32)
+        if padding_mask is None:
+            padding_mask = ids > 0
+        length = tf.shape(ids)[1]
+        valid = tf.cast(padding_mask, self.compute_dtype)[:, :, tf.newaxis]
+        # Zero the padded inputs so their ids cannot leak through the residual stream.
+        x = self.token_embedding(ids) * tf.math.sqrt(tf.cast(self.dim, self.compute_dtype))
+        x = (x + self.position_embedding(tf.range(length))[tf.newaxis]) * valid
+        x = self.embedding_dropout(x, training=training)
+        # attention_mask[b, q, k]: query q may read key k if k <= q (causal) and k is real.
+        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+        attention_mask = tf.logical_and(causal[tf.newaxis], padding_mask[:, tf.newaxis, :])
+        for block in self.blocks:
+            x = block(x, attention_mask=attention_mask, training=training) * valid
+        return self.final_norm(x) * valid
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            vocab_size=self.vocab_size,
+            dim=self.dim,
+            max_len=self.max_len,
+            num_blocks=self.num_blocks,
+            num_heads=self.num_heads,
+            ffn_multiplier=self.ffn_multiplier,
+            dropout=self.dropout_rate,
+        )
+        return config

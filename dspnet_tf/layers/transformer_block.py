@@ -1,0 +1,80 @@
+"""Pre-layer-norm Transformer block used by both of DSPnet's sequence networks."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+
+@tf.keras.utils.register_keras_serializable(package="dspnet_tf")
+class TransformerBlock(tf.keras.layers.Layer):
+    """Self-attention + feed-forward with residuals, layer norm applied before each sub-layer.
+
+    Pre-layer-norm keeps the residual stream un-normalised, which trains stably without warm-up
+    at the small widths DSPnet uses (d_s can be 4 to 16). Masking is entirely the caller's:
+    `attention_mask[b, q, k]` says whether query position q may attend to key position k.
+
+    Example:
+      >>> block = TransformerBlock(dim=16, num_heads=2, ffn_dim=32)
+      >>> block(tf.zeros([2, 5, 16])).shape
+      TensorShape([2, 5, 16])
+
+    Args:
+      dim: model width.
+      num_heads: attention heads (dim must be divisible by it).
+      ffn_dim: hidden width of the feed-forward network.
+      dropout: dropout on attention weights, sub-layer outputs and the feed-forward hidden layer.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.num_heads = int(num_heads)
+        self.ffn_dim = int(ffn_dim)
+        self.dropout_rate = float(dropout)
+        self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+        self.attention = tf.keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads,
+            key_dim=self.dim // self.num_heads,
+            dropout=self.dropout_rate,
+        )
+        self.attention_dropout = tf.keras.layers.Dropout(self.dropout_rate)
+        self.ffn_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+        self.ffn_hidden = tf.keras.layers.Dense(self.ffn_dim, activation="gelu")
+        self.ffn_hidden_dropout = tf.keras.layers.Dropout(self.dropout_rate)
+        self.ffn_out = tf.keras.layers.Dense(self.dim)
+        self.ffn_dropout = tf.keras.layers.Dropout(self.dropout_rate)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        # MultiHeadAttention creates its weights lazily on first call; building it here gives
+        # them a place before a SavedModel/checkpoint restore, which otherwise skips them.
+        input_shape = tf.TensorShape(input_shape)
+        if not self.attention._built_from_signature:  # pylint: disable=protected-access
+            self.attention._build_from_signature(  # pylint: disable=protected-access
+                query=input_shape, value=input_shape
+            )
+        super().build(input_shape)
+
+    def call(
+        self,
+        x: tf.Tensor,
+        attention_mask: Optional[tf.Tensor] = None,
+        training: Optional[bool] = None,
+    ) -> tf.Tensor:
+        normed = self.attention_norm(x)
+        attended = self.attention(
+            normed, normed, attention_mask=attention_mask, training=training
+        )
+        x = x + self.attention_dropout(attended, training=training)
+        hidden = self.ffn_hidden_dropout(self.ffn_hidden(self.ffn_norm(x)), training=training)
+        return x + self.ffn_dropout(self.ffn_out(hidden), training=training)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            dim=self.dim, num_heads=self.num_heads, ffn_dim=self.ffn_dim, dropout=self.dropout_rate
+        )
+        return config

@@ -1,0 +1,59 @@
+"""Next-event losses: sampled binary cross-entropy and masked softmax cross-entropy.
+
+Both take per-position `weights` (1 for a real training position, 0 for padding) and return the
+weighted mean over positions, so a batch's loss does not depend on how much of it is padding.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+
+def _weighted_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    weights = tf.cast(weights, values.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+
+
+def sampled_bce_loss(
+    positive_logits: tf.Tensor,
+    negative_logits: tf.Tensor,
+    weights: tf.Tensor,
+    negative_weights: Optional[tf.Tensor] = None,
+) -> tf.Tensor:
+    """SASRec's item loss: -log sigmoid(s+) - sum_k log(1 - sigmoid(s-_k)), averaged over positions.
+
+    Scoring one positive against K sampled negatives costs O(B*K) instead of O(B*|V|), which is
+    what lets the item loss train on catalogs of millions of items.
+
+    Args:
+      positive_logits: [...] logit of the true next item at each position.
+      negative_logits: [..., K] logits of K sampled items.
+      weights: [...] 1 for positions that count, 0 for padding.
+      negative_weights: optional [..., K]; 0 drops a negative (e.g. one that equals the positive).
+    """
+    positive_term = tf.nn.softplus(-positive_logits)  # -log sigmoid(s)
+    negative_terms = tf.nn.softplus(negative_logits)  # -log(1 - sigmoid(s))
+    if negative_weights is not None:
+        negative_terms *= tf.cast(negative_weights, negative_terms.dtype)
+    return _weighted_mean(positive_term + tf.reduce_sum(negative_terms, axis=-1), weights)
+
+
+def masked_softmax_cross_entropy(
+    logits: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor
+) -> tf.Tensor:
+    """Full softmax cross-entropy over all candidates, averaged over weighted positions.
+
+    Used for the next scene (small vocabularies) and as the full-softmax item loss for small
+    catalogs. Padding positions may carry any label; their weight is what removes them.
+
+    Args:
+      logits: [..., C] candidate logits.
+      labels: [...] integer targets in [0, C).
+      weights: [...] 1 for positions that count, 0 for padding.
+    """
+    per_position = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=logits
+    )
+    return _weighted_mean(per_position, weights)

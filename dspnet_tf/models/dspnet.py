@@ -1,0 +1,402 @@
+"""DSPnet: dual item/scene sequence networks with fusion, two heads and two regularisers."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import tensorflow as tf
+
+from dspnet_tf.config import DSPnetConfig
+from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
+from dspnet_tf.layers.augmentation import JointSequenceAugmenter
+from dspnet_tf.layers.context_weights import ContextWeighting
+from dspnet_tf.layers.discriminator import PriorDiscriminator
+from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
+from dspnet_tf.layers.prediction_head import PredictionHead, score_all
+from dspnet_tf.layers.sequence_encoder import SequenceEncoder
+from dspnet_tf.losses.adversarial import (
+    discriminator_accuracy,
+    discriminator_loss,
+    generator_loss,
+    sample_prior,
+)
+from dspnet_tf.losses.contrastive import conditional_info_nce
+from dspnet_tf.losses.next_event import masked_softmax_cross_entropy, sampled_bce_loss
+
+ITEM_IDS = "item_ids"
+SCENE_IDS = "scene_ids"
+TARGET_SCENE = "target_scene"
+
+# Salts that keep the stateless random streams of one step apart.
+_SALT_NEGATIVES, _SALT_VIEWS, _SALT_PRIOR, _SALT_TARGET_SCENE = 11, 13, 17, 19
+
+
+@tf.keras.utils.register_keras_serializable(package="dspnet_tf")
+class DSPnet(tf.keras.Model):
+    """Scene-aware sequential recommender: predicts a user's next item AND next scene.
+
+    A user's history is two aligned sequences, the items touched and the scenes (app
+    sub-interfaces: feed, search, live, cart...) they were touched in. Interest formed in one
+    scene is often acted on in another, so pairing item t with scene t is noisy; DSPnet instead
+    encodes each sequence with its own causal Transformer (`SequenceEncoder`), fuses the two
+    per-position representations with an MLP (`SequenceFeatureEnhancement`, "SFE"), and predicts
+    the next item and the next scene from the fused z with tied-embedding heads. Training adds
+    two regularisers on z: a conditional contrastive loss between augmented views of each user
+    whose soft positives are users with a similar scene context (CCR), and an adversarial prior
+    term that makes z look like samples of a chosen prior (a stand-in for the ELBO's KL term).
+
+    Inputs are dicts `{"item_ids": [B, L], "scene_ids": [B, L]}` of ints, left padded with 0,
+    most recent event last; `"target_scene": [B]` is optional (target-scene conditioning).
+    `model.fit` needs no labels: every non-padded position is trained to predict the next one.
+
+    Example:
+      >>> config = DSPnetConfig(item_vocab_size=50, scene_vocab_size=5, max_len=8, item_dim=16,
+      ...                       scene_dim=4)
+      >>> model = DSPnet(config)
+      >>> model.compile(optimizer="adam")
+      >>> batch = {"item_ids": tf.constant([[0, 3, 4, 5]]), "scene_ids": tf.constant([[0, 1, 2, 1]])}
+      >>> _ = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
+      >>> top = model.recommend(batch["item_ids"], batch["scene_ids"], k=3)
+      >>> top["item_ids"].shape
+      TensorShape([1, 3])
+
+    Args:
+      config: a `DSPnetConfig` (or its dict form).
+    """
+
+    def __init__(self, config: Union[DSPnetConfig, Mapping[str, Any]], **kwargs: Any) -> None:
+        kwargs.setdefault("name", "dspnet")
+        super().__init__(**kwargs)
+        if not isinstance(config, DSPnetConfig):
+            config = DSPnetConfig.from_dict(dict(config))
+        self.dspnet_config = config
+        c = config
+        self.item_encoder = SequenceEncoder(
+            c.item_vocab_size, c.item_dim, c.max_len, c.num_blocks, c.num_heads,
+            c.ffn_multiplier, c.dropout, name="item_encoder",
+        )
+        # The scene encoder's embedding table also serves the (tied) scene head, so it exists
+        # even when the scene network is ablated away.
+        self.scene_encoder = SequenceEncoder(
+            c.scene_vocab_size, c.scene_dim, c.max_len, c.num_blocks, c.num_heads,
+            c.ffn_multiplier, c.dropout, name="scene_encoder",
+        )
+        self.fusion = (
+            SequenceFeatureEnhancement(
+                c.item_dim, c.sfe_hidden, c.sfe_depth, c.fusion, c.dropout, name="fusion"
+            )
+            if c.use_scene_network
+            else None
+        )
+        self.item_head = PredictionHead(
+            c.item_dim,
+            num_target_scenes=c.scene_vocab_size if c.target_scene_conditioning else 0,
+            name="item_head",
+        )
+        self.scene_head = PredictionHead(c.scene_dim, name="scene_head")
+        self.augmenter = (
+            JointSequenceAugmenter(
+                c.item_vocab_size, c.scene_vocab_size, c.augment_crop_ratio,
+                c.augment_mask_ratio, c.augment_reorder_ratio, name="augmenter",
+            )
+            if c.use_ccr
+            else None
+        )
+        self.context_weighting = (
+            ContextWeighting(c.ccr_context_dim, c.ccr_weight_temperature, name="context_weighting")
+            if c.use_ccr and c.ccr_weighting == "conditional"
+            else None
+        )
+        self.discriminator = (
+            PriorDiscriminator(c.discriminator_hidden, name="discriminator")
+            if c.use_adversarial
+            else None
+        )
+        self.discriminator_optimizer: Optional[tf.keras.optimizers.Optimizer] = None
+        names = ["loss", "item_loss", "scene_loss"]
+        if c.use_ccr:
+            names.append("ccr_loss")
+        if c.use_adversarial:
+            names += ["adv_generator_loss", "discriminator_loss", "discriminator_accuracy"]
+        self._train_trackers = {n: tf.keras.metrics.Mean(name=n) for n in names}
+        self._eval_trackers = {
+            n: tf.keras.metrics.Mean(name=n)
+            for n in ("item_loss", "scene_loss", "hr_at_10", "ndcg_at_10", "scene_acc")
+        }
+
+    # --- Keras plumbing --------------------------------------------------------------------
+    def compile(
+        self,
+        optimizer: Any = "adam",
+        discriminator_optimizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Like `Model.compile`, plus the discriminator's own optimizer (default Adam(1e-3))."""
+        super().compile(optimizer=optimizer, **kwargs)
+        if self.discriminator is not None:
+            self.discriminator_optimizer = tf.keras.optimizers.get(
+                discriminator_optimizer
+                if discriminator_optimizer is not None
+                else tf.keras.optimizers.Adam(1e-3)
+            )
+
+    @property
+    def metrics(self):
+        return list(self._train_trackers.values()) + list(self._eval_trackers.values())
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"config": self.dspnet_config.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "DSPnet":
+        return cls(config=config["config"], name=config.get("name", "dspnet"))
+
+    # --- forward ---------------------------------------------------------------------------
+    def _prepare(
+        self, inputs: Mapping[str, tf.Tensor]
+    ) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
+        """Validates ids, keeps the most recent max_len events, left pads to max_len."""
+        if not isinstance(inputs, Mapping) or ITEM_IDS not in inputs or SCENE_IDS not in inputs:
+            raise ValueError(
+                "DSPnet expects a dict with keys 'item_ids' and 'scene_ids' ([batch, length] "
+                f"ints, 0 = padding); got {type(inputs).__name__}"
+                + (f" with keys {sorted(inputs)}" if isinstance(inputs, Mapping) else "")
+            )
+        c = self.dspnet_config
+        items = self._in_vocab(inputs[ITEM_IDS], c.item_vocab_size)
+        scenes = self._in_vocab(inputs[SCENE_IDS], c.scene_vocab_size)
+        items, scenes = items[:, -c.max_len:], scenes[:, -c.max_len:]
+        pad = c.max_len - tf.shape(items)[1]
+        items = tf.pad(items, [[0, 0], [pad, 0]])
+        scenes = tf.pad(scenes, [[0, 0], [pad, 0]])
+        target = inputs.get(TARGET_SCENE)
+        if target is not None:
+            target = self._in_vocab(tf.reshape(target, [-1]), c.scene_vocab_size)
+        return items, scenes, target
+
+    @staticmethod
+    def _in_vocab(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
+        """Negative ids are padding; ids past the vocabulary fall into the OOV bucket 1."""
+        ids = tf.cast(ids, tf.int32)
+        ids = tf.where(ids < 0, 0, ids)
+        return tf.where(ids >= vocab_size, 1, ids)
+
+    def encode(
+        self, items: tf.Tensor, scenes: tf.Tensor, training: Optional[bool] = None
+    ) -> Dict[str, tf.Tensor]:
+        """Runs both networks and the fusion on prepared [B, max_len] ids.
+
+        Returns a dict with `z` [B, L, d_v] (zero at padding), `scene_states` [B, L, d_s]
+        (None when the scene network is off) and `valid` [B, L] (True on real events).
+        Padding is defined by the item sequence; scene ids at padded positions are ignored.
+        """
+        valid = items > 0
+        scenes = tf.where(valid, scenes, 0)
+        item_states = self.item_encoder(items, padding_mask=valid, training=training)
+        if self.fusion is None:
+            return {"z": item_states, "scene_states": None, "valid": valid}
+        scene_states = self.scene_encoder(scenes, padding_mask=valid, training=training)
+        z = self.fusion(item_states, scene_states, training=training)
+        z = z * tf.cast(valid, z.dtype)[:, :, tf.newaxis]
+        return {"z": z, "scene_states": scene_states, "valid": valid}
+
+    def call(
+        self, inputs: Mapping[str, tf.Tensor], training: Optional[bool] = None
+    ) -> Dict[str, tf.Tensor]:
+        """Next-item logits [B, item_vocab_size] and next-scene logits [B, scene_vocab_size]."""
+        items, scenes, target = self._prepare(inputs)
+        z = self.encode(items, scenes, training=training)["z"][:, -1]
+        return {
+            "item_logits": self.item_logits(z, target),
+            "scene_logits": self.scene_logits(z),
+        }
+
+    def item_logits(self, z: tf.Tensor, target_scene: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """Scores of every item (padding id 0 excluded) from representations z [..., d_v]."""
+        query = self.item_head(z, target_scene)
+        return score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size)
+
+    def scene_logits(self, z: tf.Tensor) -> tf.Tensor:
+        """Scores of every scene (padding id 0 excluded) from representations z [..., d_v]."""
+        query = self.scene_head(z)
+        return score_all(query, self.scene_encoder.embeddings, self.dspnet_config.scene_vocab_size)
+
+    def recommend(
+        self,
+        item_ids: Any,
+        scene_ids: Any,
+        k: int = 10,
+        target_scene: Any = None,
+    ) -> Dict[str, tf.Tensor]:
+        """Top-k next items with scores, and next-scene probabilities, for each history.
+
+        Full-catalog `tf.math.top_k` over the tied-embedding scores: exact and simple for the
+        in-process API. The exported serving model uses TFRS's top-K layer instead.
+
+        Returns:
+          dict with `item_ids` [B, k] int32 (best first), `item_scores` [B, k] and
+          `scene_probs` [B, scene_vocab_size] (padding id 0 has probability ~0).
+        """
+        inputs = {ITEM_IDS: tf.convert_to_tensor(item_ids), SCENE_IDS: tf.convert_to_tensor(scene_ids)}
+        if target_scene is not None:
+            inputs[TARGET_SCENE] = tf.convert_to_tensor(target_scene)
+        outputs = self(inputs, training=False)
+        k = min(int(k), self.dspnet_config.item_vocab_size - 1)
+        scores, ids = tf.math.top_k(outputs["item_logits"], k=k)
+        return {
+            "item_ids": ids,
+            "item_scores": scores,
+            "scene_probs": tf.nn.softmax(outputs["scene_logits"], axis=-1),
+        }
+
+    # --- training --------------------------------------------------------------------------
+    def _step_seed(self, salt: int) -> tf.Tensor:
+        """A stateless seed unique to (config seed, optimizer step, salt)."""
+        # Before compile() (e.g. computing losses by hand) every call is "step 0".
+        step = tf.cast(self.optimizer.iterations, tf.int64) if self.optimizer else tf.constant(0, tf.int64)
+        return tf.stack([tf.cast(self.dspnet_config.seed * 1000 + salt, tf.int64), step])
+
+    def compute_losses(
+        self, items: tf.Tensor, scenes: tf.Tensor, training: bool = True
+    ) -> Dict[str, tf.Tensor]:
+        """Every loss term on prepared ids, the weighted total under "loss", and "user_z"."""
+        c = self.dspnet_config
+        encoded = self.encode(items, scenes, training=training)
+        z, valid = encoded["z"], encoded["valid"]
+        # Position t predicts event t + 1: inputs are positions [0, L-1), targets [1, L).
+        z_in = z[:, :-1]
+        next_items, next_scenes = items[:, 1:], tf.where(valid[:, 1:], scenes[:, 1:], 0)
+        weights = tf.cast(valid[:, :-1] & valid[:, 1:], z.dtype)
+
+        target_scene = None
+        if c.target_scene_conditioning:
+            hide = tf.random.stateless_uniform(
+                tf.shape(next_scenes), self._step_seed(_SALT_TARGET_SCENE)
+            ) < c.target_scene_dropout
+            target_scene = tf.where(hide, 0, next_scenes)
+        query = self.item_head(z_in, target_scene)
+        table = self.item_encoder.embeddings
+        if c.item_loss == "sampled_bce":
+            positive = tf.reduce_sum(query * tf.gather(table, next_items), axis=-1)
+            negatives_ids = tf.random.stateless_uniform(
+                tf.concat([tf.shape(next_items), [c.num_negatives]], axis=0),
+                self._step_seed(_SALT_NEGATIVES), minval=1, maxval=c.item_vocab_size,
+                dtype=tf.int32,
+            )
+            negative = tf.einsum("bld,blkd->blk", query, tf.gather(table, negatives_ids))
+            item_loss = sampled_bce_loss(
+                positive, negative, weights, negatives_ids != next_items[..., tf.newaxis]
+            )
+        else:
+            logits = score_all(query, table, c.item_vocab_size)
+            item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
+        scene_loss = masked_softmax_cross_entropy(self.scene_logits(z_in), next_scenes, weights)
+        total = item_loss + c.alpha * scene_loss
+        losses = {"item_loss": item_loss, "scene_loss": scene_loss}
+
+        if c.use_ccr:
+            seed_a, seed_b = tf.unstack(
+                tf.random.experimental.stateless_split(self._step_seed(_SALT_VIEWS), num=2)
+            )
+            view_a = self.encode(*self.augmenter(items, scenes, seed=seed_a), training=training)
+            view_b = self.encode(*self.augmenter(items, scenes, seed=seed_b), training=training)
+            weights_ccr = None
+            if self.context_weighting is not None:
+                # The context only chooses soft positives; stopping its gradient keeps the
+                # encoders from reshaping the context just to make the contrastive task easy.
+                context = encoded["scene_states"] if encoded["scene_states"] is not None else z
+                weights_ccr = self.context_weighting(tf.stop_gradient(context[:, -1]))
+            losses["ccr_loss"] = conditional_info_nce(
+                view_a["z"][:, -1], view_b["z"][:, -1], c.ccr_temperature, weights_ccr,
+                c.ccr_soft_positive_mass,
+            )
+            total += c.lambda_ccr * losses["ccr_loss"]
+
+        # The latent regularised towards the prior: z at every real training position.
+        user_z = tf.boolean_mask(z_in, weights > 0)
+        if c.use_adversarial:
+            losses["adv_generator_loss"] = generator_loss(self.discriminator(user_z))
+            total += c.lambda_adv * losses["adv_generator_loss"]
+        losses["loss"] = total
+        losses["user_z"] = user_z
+        return losses
+
+    def encoder_variables(self) -> list:
+        """Trainable variables updated by the main optimizer (everything but the discriminator)."""
+        excluded = set()
+        if self.discriminator is not None:
+            excluded = {id(v) for v in self.discriminator.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in excluded]
+
+    def train_step(self, data: Any) -> Dict[str, tf.Tensor]:
+        # Targets are the shifted inputs; any labels passed alongside are ignored.
+        features, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+        items, scenes, _ = self._prepare(features)
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(items, scenes, training=True)
+        # Listed after the forward pass: sub-layers used only in training are built by it.
+        variables = self.encoder_variables()
+        gradients = tape.gradient(losses["loss"], variables)
+        # Ablated parts (e.g. the scene Transformer without the scene network) get no gradient.
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        )
+        if self.discriminator is not None:
+            losses.update(self._discriminator_step(tf.stop_gradient(losses["user_z"])))
+        for name, tracker in self._train_trackers.items():
+            tracker.update_state(losses[name])
+        return {name: tracker.result() for name, tracker in self._train_trackers.items()}
+
+    def _discriminator_step(self, user_z: tf.Tensor) -> Dict[str, tf.Tensor]:
+        c = self.dspnet_config
+        if self.discriminator_optimizer is None:
+            raise RuntimeError("call compile() before fit(): the discriminator needs an optimizer")
+        prior = sample_prior(
+            c.prior, tf.shape(user_z)[0], c.item_dim, self._step_seed(_SALT_PRIOR),
+            c.prior_components,
+        )
+        with tf.GradientTape() as tape:
+            prior_logits = self.discriminator(prior)
+            encoded_logits = self.discriminator(user_z)
+            loss = discriminator_loss(prior_logits, encoded_logits)
+        variables = self.discriminator.trainable_variables
+        self.discriminator_optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables)
+        )
+        return {
+            "discriminator_loss": loss,
+            "discriminator_accuracy": discriminator_accuracy(prior_logits, encoded_logits),
+        }
+
+    def test_step(self, data: Any) -> Dict[str, tf.Tensor]:
+        """Next-event losses, and full-ranking HR@10 / NDCG@10 / scene accuracy on the last event.
+
+        The last event of each sequence is the held-out target (leave-one-out); it is ranked
+        against the whole catalog with pessimistic ties (a tie counts as ranked above).
+        """
+        features, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+        items, scenes, _ = self._prepare(features)
+        c = self.dspnet_config
+        z = self.encode(items, scenes, training=False)["z"]
+        valid = items > 0
+        next_items, next_scenes = items[:, 1:], tf.where(valid[:, 1:], scenes[:, 1:], 0)
+        weights = tf.cast(valid[:, :-1] & valid[:, 1:], z.dtype)
+        query = self.item_head(z[:, :-1])
+        item_logits = score_all(query, self.item_encoder.embeddings, c.item_vocab_size)
+        scene_logits = self.scene_logits(z[:, :-1])
+        self._eval_trackers["item_loss"].update_state(
+            masked_softmax_cross_entropy(item_logits, next_items, weights)
+        )
+        self._eval_trackers["scene_loss"].update_state(
+            masked_softmax_cross_entropy(scene_logits, next_scenes, weights)
+        )
+        last_logits, last_item = item_logits[:, -1], next_items[:, -1]
+        has_target = weights[:, -1] > 0
+        rank = tf.boolean_mask(pessimistic_rank(last_logits, last_item), has_target)
+        self._eval_trackers["hr_at_10"].update_state(hit_rate(rank, 10))
+        self._eval_trackers["ndcg_at_10"].update_state(ndcg(rank, 10))
+        predicted_scene = tf.argmax(scene_logits[:, -1], axis=-1, output_type=tf.int32)
+        self._eval_trackers["scene_acc"].update_state(
+            tf.cast(tf.boolean_mask(predicted_scene == next_scenes[:, -1], has_target), tf.float32)
+        )
+        return {f"{name}": t.result() for name, t in self._eval_trackers.items()}

@@ -1,0 +1,219 @@
+"""DSPnet model tests: masks, causality, gradient flow, regulariser switches, save/load."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import dspnet_tf
+from dspnet_tf import ABLATIONS, ConfigError, DSPnet, DSPnetConfig
+from dspnet_tf.data import make_dataset
+
+RNG = np.random.default_rng(3)
+V, S, L = 30, 6, 8
+
+
+def small_config(**changes):
+    base = dict(item_vocab_size=V, scene_vocab_size=S, max_len=L, item_dim=8, scene_dim=4,
+                num_blocks=1, num_heads=2, dropout=0.0, sfe_hidden=12, ccr_context_dim=4,
+                discriminator_hidden=8, seed=1)
+    base.update(changes)
+    return DSPnetConfig(**base)
+
+
+def batch(n=6, pad=(0, 2, 5, 7, 1, 3)):
+    items = RNG.integers(2, V, size=(n, L))
+    scenes = RNG.integers(2, S, size=(n, L))
+    for b in range(n):
+        items[b, : pad[b % len(pad)]] = 0
+        scenes[b, : pad[b % len(pad)]] = 0
+    return {"item_ids": tf.constant(items, tf.int32), "scene_ids": tf.constant(scenes, tf.int32)}
+
+
+def built(config, compile_kwargs=None):
+    model = DSPnet(config)
+    model.compile(**(compile_kwargs or {"optimizer": tf.keras.optimizers.Adam(1e-3)}))
+    model(batch())
+    return model
+
+
+def test_tf_keras_is_keras_2_in_a_fresh_process():
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    code = ("import dspnet_tf, os, tensorflow as tf; "
+            "import tf_keras; print(os.environ['TF_USE_LEGACY_KERAS'], tf_keras.__version__, tf.keras.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0] == "1"
+    assert out[1].startswith("2."), out
+    assert out[2].startswith("tf_keras"), out
+    assert tf.keras.__name__.startswith("tf_keras")
+
+
+def test_config_json_round_trip_and_ablations():
+    config = small_config(prior="laplace", target_scene_conditioning=True)
+    assert DSPnetConfig.from_json(config.to_json()) == config
+    for name, changes in ABLATIONS.items():
+        ablated = config.with_ablation(name)
+        for field, value in changes.items():
+            assert getattr(ablated, field) == value
+    with pytest.raises(ConfigError, match="item_dim"):
+        small_config(item_dim=7)
+    with pytest.raises(ConfigError, match="prior"):
+        small_config(prior="cauchy")
+    with pytest.raises(ConfigError, match="unknown DSPnetConfig field"):
+        DSPnetConfig.from_dict({**config.to_dict(), "bogus": 1})
+    with pytest.raises(ConfigError, match="unknown ablation"):
+        config.with_ablation("no_brain")
+
+
+def test_padding_changes_no_output():
+    model = built(small_config())
+    data = batch()
+    out = model(data)
+    padded = data["item_ids"].numpy() == 0
+    scenes = np.where(padded, RNG.integers(1, S, size=padded.shape), data["scene_ids"].numpy())
+    out2 = model({"item_ids": data["item_ids"], "scene_ids": tf.constant(scenes)})
+    for key in out:
+        np.testing.assert_allclose(out[key].numpy(), out2[key].numpy(), atol=1e-5)
+    # Shorter inputs are left padded to max_len: extra leading padding is no change either.
+    short = {k: v[:, 3:] for k, v in data.items()}
+    longer = {k: tf.pad(v, [[0, 0], [3, 0]])[:, -L:] for k, v in short.items()}
+    a, b = model(short), model(longer)
+    np.testing.assert_allclose(a["item_logits"].numpy(), b["item_logits"].numpy(), atol=1e-5)
+    z = model.encode(data["item_ids"], tf.constant(scenes))["z"].numpy()
+    np.testing.assert_array_equal(z[padded], 0.0)
+
+
+def test_events_after_t_change_no_output_at_t():
+    model = built(small_config())
+    data = batch(pad=(0, 1))
+    items, scenes = data["item_ids"].numpy(), data["scene_ids"].numpy()
+    base = model.encode(tf.constant(items), tf.constant(scenes))["z"].numpy()
+    for t in range(2, L - 1):
+        i2, s2 = items.copy(), scenes.copy()
+        i2[:, t + 1:] = RNG.integers(2, V, size=i2[:, t + 1:].shape)
+        s2[:, t + 1:] = RNG.integers(2, S, size=s2[:, t + 1:].shape)
+        z = model.encode(tf.constant(i2), tf.constant(s2))["z"].numpy()
+        np.testing.assert_allclose(z[:, : t + 1], base[:, : t + 1], atol=1e-5)
+        assert not np.allclose(z[:, t + 1:], base[:, t + 1:], atol=1e-4)
+
+
+def test_every_encoder_variable_gets_a_gradient_and_the_discriminator_moves():
+    model = built(small_config(target_scene_conditioning=True, num_negatives=3))
+    data = batch(n=12)
+    with tf.GradientTape() as tape:
+        losses = model.compute_losses(data["item_ids"], data["scene_ids"], training=True)
+    variables = model.encoder_variables()
+    grads = tape.gradient(losses["loss"], variables)
+    missing = [v.name for v, g in zip(variables, grads) if g is None or not np.any(tf.convert_to_tensor(g).numpy())]
+    assert not missing, f"no gradient for {missing}"
+    assert len(variables) + len(model.discriminator.trainable_variables) == len(model.trainable_variables)
+    before = [w.numpy().copy() for w in model.discriminator.trainable_variables]
+    logs = model.train_on_batch(data, return_dict=True)
+    for name in ("loss", "item_loss", "scene_loss", "ccr_loss", "adv_generator_loss",
+                 "discriminator_loss", "discriminator_accuracy"):
+        assert np.isfinite(logs[name]), name
+    after = model.discriminator.trainable_variables
+    assert all(not np.allclose(b, a.numpy()) for b, a in zip(before, after))
+
+
+def test_zero_lambdas_leave_only_the_next_event_losses():
+    config = small_config(lambda_ccr=0.0, lambda_adv=0.0)
+    model = built(config, {"optimizer": tf.keras.optimizers.SGD(0.5),
+                           "discriminator_optimizer": tf.keras.optimizers.SGD(0.5)})
+    data = batch(n=12)
+    model.compute_losses(data["item_ids"], data["scene_ids"])  # builds every sub-layer
+    variables = model.encoder_variables()
+    start = [v.numpy().copy() for v in variables]
+    with tf.GradientTape() as tape:
+        losses = model.compute_losses(data["item_ids"], data["scene_ids"])
+        main = losses["item_loss"] + config.alpha * losses["scene_loss"]
+    assert losses["ccr_loss"].numpy() > 0 and losses["adv_generator_loss"].numpy() > 0
+    grads = tape.gradient(main, variables)
+    model.train_on_batch(data)
+    for v, w0, g in zip(variables, start, grads):
+        expected = w0 if g is None else w0 - 0.5 * tf.convert_to_tensor(g).numpy()
+        np.testing.assert_allclose(v.numpy(), expected, atol=1e-6, err_msg=v.name)
+    # And the same terms do change the gradient when their weights are switched on.
+    on = built(small_config(lambda_ccr=1.0, lambda_adv=1.0))
+    on.compute_losses(data["item_ids"], data["scene_ids"])
+    for v_on, w0 in zip(on.encoder_variables(), start):
+        v_on.assign(w0)
+    with tf.GradientTape() as tape:
+        l_on = on.compute_losses(data["item_ids"], data["scene_ids"])
+    g_on = tape.gradient(l_on["loss"], on.encoder_variables())
+    diffs = [np.abs(tf.convert_to_tensor(a).numpy() - tf.convert_to_tensor(b).numpy()).max()
+             for a, b in zip(g_on, grads) if a is not None and b is not None]
+    assert max(diffs) > 1e-4
+
+
+@pytest.mark.parametrize("ablation", sorted(ABLATIONS))
+def test_every_ablation_trains_and_reports_its_terms(ablation):
+    config = small_config().with_ablation(ablation)
+    model = built(config)
+    history = model.fit(make_dataset(
+        [list(RNG.integers(2, V, size=6)) for _ in range(16)],
+        [list(RNG.integers(2, S, size=6)) for _ in range(16)], max_len=L, batch_size=8),
+        epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert ("ccr_loss" in history.history) == config.use_ccr
+    assert ("discriminator_loss" in history.history) == config.use_adversarial
+
+
+@pytest.mark.parametrize("item_loss", ["sampled_bce", "softmax"])
+def test_fit_evaluate_and_recommend(item_loss):
+    model = built(small_config(item_loss=item_loss, target_scene_conditioning=True))
+    ds = make_dataset([list(RNG.integers(2, V, size=7)) for _ in range(20)],
+                      [list(RNG.integers(2, S, size=7)) for _ in range(20)], max_len=L, batch_size=10)
+    model.fit(ds, epochs=1, verbose=0)
+    results = model.evaluate(ds, return_dict=True, verbose=0)
+    assert 0.0 <= results["hr_at_10"] <= 1.0 and results["item_loss"] > 0
+    data = batch()
+    top = model.recommend(data["item_ids"], data["scene_ids"], k=5, target_scene=[2] * 6)
+    scores = top["item_scores"].numpy()
+    assert top["item_ids"].shape == (6, 5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    assert np.all(top["item_ids"].numpy() >= 1)
+    np.testing.assert_allclose(top["scene_probs"].numpy().sum(1), 1.0, atol=1e-5)
+    # An empty history is a valid request; unknown ids fall into OOV instead of failing.
+    empty = model.recommend(np.zeros((1, 4), np.int32), np.zeros((1, 4), np.int32), k=3)
+    assert np.all(np.isfinite(empty["item_scores"].numpy()))
+    oov = model.recommend([[5, 10_000]], [[2, 999]], k=3)
+    assert oov["item_ids"].shape == (1, 3)
+
+
+def test_get_config_round_trip_and_savedmodel_round_trip(tmp_path):
+    model = built(small_config(target_scene_conditioning=True, prior="mixture"))
+    model.fit(tf.data.Dataset.from_tensors(batch()), epochs=1, verbose=0)
+    clone = DSPnet.from_config(model.get_config())
+    assert clone.dspnet_config == model.dspnet_config
+    data = batch()
+    clone.compute_losses(data["item_ids"], data["scene_ids"])  # builds the training-only layers
+    clone.set_weights(model.get_weights())
+    for key, value in model(data).items():
+        np.testing.assert_allclose(clone(data)[key].numpy(), value.numpy(), atol=1e-6)
+    path = str(tmp_path / "saved")
+    model.save(path)
+    loaded = tf.keras.models.load_model(path)
+    assert isinstance(loaded, DSPnet)
+    assert loaded.dspnet_config == model.dspnet_config
+    expected = model(data)
+    got = loaded(data)
+    for key in expected:
+        np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
+    # The loaded model keeps training with its own train_step.
+    loaded.compile(optimizer="adam")
+    assert np.isfinite(loaded.train_on_batch(data, return_dict=True)["loss"])
+
+
+def test_input_errors_name_the_problem():
+    model = built(small_config())
+    with pytest.raises(ValueError, match="item_ids"):
+        model({"items": tf.zeros([1, 3], tf.int32)})
+    with pytest.raises(ValueError, match="item sequences"):
+        make_dataset([[2, 3]], [], max_len=4)
+    with pytest.raises(ValueError, match="user 0"):
+        make_dataset([[2, 3]], [[2]], max_len=4)
