@@ -1,5 +1,13 @@
-"""Evaluation: full-ranking metrics."""
+"""Evaluation: full-ranking metrics and leave-one-out scoring."""
 
+from dspnet_tf.evaluation.leave_one_out import evaluate_last_events, rank_last_events
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank, ranking_metrics
 
-__all__ = ["hit_rate", "ndcg", "pessimistic_rank", "ranking_metrics"]
+__all__ = [
+    "evaluate_last_events",
+    "hit_rate",
+    "ndcg",
+    "pessimistic_rank",
+    "rank_last_events",
+    "ranking_metrics",
+]
