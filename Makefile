@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 # Hide pip's complaints about index locations configured on the machine but absent.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup test test-unit test-e2e demo clean help
+.PHONY: setup test test-unit test-e2e demo clean help lock
 help:
 	@echo "make demo   - set up .venv (first time: ~5 min) and run the end-to-end demo"
 	@echo "make test   - set up .venv and run the whole test suite"
@@ -46,3 +46,9 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) demo-out
+
+# Re-resolve requirements.in into exact pins (uv resolves the TFX stack in seconds; pip's
+# resolver backtracks for a long time on it). Commit the result.
+lock: setup
+	$(PY) -m pip install --quiet uv $(PIP_QUIET)
+	$(VENV)/bin/uv pip compile requirements.in --python-version 3.10 -o requirements.lock
