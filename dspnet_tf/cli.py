@@ -64,6 +64,7 @@ def _train_toy(args: argparse.Namespace):
         item_dim=32,
         scene_dim=8,
         dropout=0.1,
+        item_loss=args.item_loss,
         seed=args.seed,
     )
     tf.keras.utils.set_random_seed(args.seed)
@@ -146,6 +147,9 @@ def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
                         help="history length the model reads (default: %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=3e-3,
                         help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--item-loss", default="softmax", choices=("softmax", "sampled_bce"),
+                        help="next-item loss; full softmax suits small catalogs "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="print per-epoch training logs")
 
@@ -179,6 +183,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from dspnet_tf._keras_env import ensure_legacy_keras  # pylint: disable=import-outside-toplevel
 
     ensure_legacy_keras()
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    # Keep the console for our own progress lines: TF's Python-side warnings (e.g. about
+    # training-only layers it skips when saving) are not actionable for a CLI user.
+    tf.get_logger().setLevel("ERROR")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,41 @@
+"""The dspnet command line: help texts and user errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from dspnet_tf import cli
+
+SUBCOMMANDS = ["demo", "train"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_explains_options_and_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--epochs" in text and "default" in text
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_bad_value_is_a_short_error_with_nonzero_exit(command, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dspnet_tf.cli", command, "--users", "0", "--out", str(tmp_path)],
+        capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "expected a positive integer, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-m", "dspnet_tf.cli", "train", "--out", str(blocker / "sub")],
+        capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("dspnet train: error:"), result.stderr
+    assert "Traceback" not in result.stderr
