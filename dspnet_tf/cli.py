@@ -135,6 +135,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generates the scene world: events.csv (the standard event log) and world.json."""
+    from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig  # pylint: disable=import-outside-toplevel
+
+    try:
+        config = SceneWorldConfig(users=args.users, items=args.items, categories=args.categories,
+                                  misalignment=args.misalignment, seed=args.seed)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    _stage(f"simulating {config.users} users over {config.items} items "
+           f"(misalignment {config.misalignment}, seed {config.seed})")
+    log = SceneWorld(config).generate()
+    paths = log.write(args.out)
+    _stage(f"wrote {log.num_events} events to {paths['events']} and the world to {paths['world']}")
+    return 0
+
+
 def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="scene-driven",
                         choices=("scene-driven", "transitions"),
@@ -170,6 +187,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_toy_training_options(demo)
     demo.add_argument("--out", default="demo-out", help="output folder (default: %(default)s)")
     demo.set_defaults(func=cmd_demo)
+
+    generate = sub.add_parser("generate", help="generate synthetic data",
+                              description="Generate synthetic data sets.")
+    worlds = generate.add_subparsers(dest="world", metavar="WORLD")
+    worlds.required = True
+    world = worlds.add_parser("scene-world", help="the scene-world simulator (evaluation.md)",
+                              description=cmd_generate.__doc__)
+    world.add_argument("--users", type=_positive_int, default=10_000,
+                       help="simulated users (default: %(default)s)")
+    world.add_argument("--items", type=_positive_int, default=2_000,
+                       help="catalog size (default: %(default)s)")
+    world.add_argument("--categories", type=_positive_int, default=20,
+                       help="latent interest categories (default: %(default)s)")
+    world.add_argument("--misalignment", type=float, default=0.0,
+                       help="0..1; at 1 the logged scene says nothing about the item "
+                            "(default: %(default)s)")
+    world.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    world.add_argument("--out", required=True, help="output folder for events.csv and world.json")
+    world.set_defaults(func=cmd_generate)
 
     train = sub.add_parser("train", help="train DSPnet and save a SavedModel",
                            description=cmd_train.__doc__)

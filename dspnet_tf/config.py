@@ -16,6 +16,7 @@ import json
 from typing import Any, Dict
 
 ITEM_LOSSES = ("sampled_bce", "softmax")
+ENCODERS = ("transformer", "gru")
 CCR_WEIGHTINGS = ("conditional", "uniform")
 PRIORS = ("gaussian", "laplace", "mixture")
 FUSIONS = ("concat_mlp", "sum")
@@ -29,6 +30,17 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     "no_adv": {"use_adversarial": False},
     "sfe_depth_1": {"sfe_depth": 1},
     "sfe_depth_3": {"sfe_depth": 3},
+}
+
+
+# Baselines built from the same layers: name -> the switches that make them.
+# Item-only objective (alpha = 0): the classic single-sequence recommenders.
+_SINGLE_SEQUENCE = {"use_scene_network": False, "use_ccr": False, "use_adversarial": False,
+                    "alpha": 0.0}
+BASELINES: Dict[str, Dict[str, Any]] = {
+    "sasrec": dict(_SINGLE_SEQUENCE),
+    "sasrec_scene": dict(_SINGLE_SEQUENCE, scene_attribute=True),
+    "gru4rec": dict(_SINGLE_SEQUENCE, encoder="gru"),
 }
 
 
@@ -51,6 +63,9 @@ class DSPnetConfig:
       ffn_multiplier: feed-forward width as a multiple of the block width.
       dropout: dropout rate in embeddings, attention, feed-forward and fusion MLP.
       use_scene_network: ablation switch; False leaves z = h_V (scene head kept for the loss).
+      scene_attribute: add a scene embedding to the item embedding at the input (the
+        "scene as attribute" approach the paper argues against; baseline `sasrec_scene`).
+      encoder: "transformer" (SASRec-style) or "gru" (GRU4Rec-style, for the baseline).
       fusion: "concat_mlp" (SFE) or "sum" (ablation: h_V + W h_S).
       sfe_depth: number of Dense layers in the SFE MLP (paper: 2 best).
       sfe_hidden: width of the hidden SFE layers (default 2 * item_dim).
@@ -88,6 +103,8 @@ class DSPnetConfig:
     ffn_multiplier: int = 4
     dropout: float = 0.2
     use_scene_network: bool = True
+    scene_attribute: bool = False
+    encoder: str = "transformer"
     fusion: str = "concat_mlp"
     sfe_depth: int = 2
     sfe_hidden: int = 0
@@ -149,6 +166,7 @@ class DSPnetConfig:
         need(self.ccr_weighting in CCR_WEIGHTINGS, "ccr_weighting", f"one of {CCR_WEIGHTINGS}")
         need(self.prior in PRIORS, "prior", f"one of {PRIORS}")
         need(self.fusion in FUSIONS, "fusion", f"one of {FUSIONS}")
+        need(self.encoder in ENCODERS, "encoder", f"one of {ENCODERS}")
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
@@ -184,6 +202,12 @@ class DSPnetConfig:
         if name not in ABLATIONS:
             raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
         return self.replace(**ABLATIONS[name])
+
+    def as_baseline(self, name: str) -> "DSPnetConfig":
+        """A copy configured as one of the single-sequence baselines (see BASELINES)."""
+        if name not in BASELINES:
+            raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+        return self.replace(**BASELINES[name])
 
     @property
     def fused_dim(self) -> int:

@@ -3,6 +3,7 @@
 from dspnet_tf.layers.augmentation import JointSequenceAugmenter
 from dspnet_tf.layers.context_weights import ContextWeighting
 from dspnet_tf.layers.discriminator import PriorDiscriminator
+from dspnet_tf.layers.gru_encoder import GRUSequenceEncoder
 from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
 from dspnet_tf.layers.prediction_head import PredictionHead, score_all
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
@@ -10,6 +11,7 @@ from dspnet_tf.layers.transformer_block import TransformerBlock
 
 __all__ = [
     "ContextWeighting",
+    "GRUSequenceEncoder",
     "JointSequenceAugmenter",
     "PredictionHead",
     "PriorDiscriminator",

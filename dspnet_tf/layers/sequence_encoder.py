@@ -96,8 +96,13 @@ class SequenceEncoder(tf.keras.layers.Layer):
         ids: tf.Tensor,
         padding_mask: Optional[tf.Tensor] = None,
         training: Optional[bool] = None,
+        extra_embeddings: Optional[tf.Tensor] = None,
     ) -> tf.Tensor:
-        """Encodes `ids` [B, L] into [B, L, dim]; `padding_mask` [B, L] is True on real events."""
+        """Encodes `ids` [B, L] into [B, L, dim]; `padding_mask` [B, L] is True on real events.
+
+        `extra_embeddings` [B, L, dim], if given, is added to the token embeddings (attribute
+        side information, e.g. the scene in the `sasrec_scene` baseline).
+        """
         ids = tf.cast(ids, tf.int32)
         if padding_mask is None:
             padding_mask = ids > 0
@@ -105,6 +110,8 @@ class SequenceEncoder(tf.keras.layers.Layer):
         valid = tf.cast(padding_mask, self.compute_dtype)[:, :, tf.newaxis]
         # Zero the padded inputs so their ids cannot leak through the residual stream.
         x = self.token_embedding(ids) * tf.math.sqrt(tf.cast(self.dim, self.compute_dtype))
+        if extra_embeddings is not None:
+            x = x + extra_embeddings
         x = (x + self.position_embedding(tf.range(length))[tf.newaxis]) * valid
         x = self.embedding_dropout(x, training=training)
         # attention_mask[b, q, k]: query q may read key k if k <= q (causal) and k is real.

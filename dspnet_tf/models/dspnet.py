@@ -11,6 +11,7 @@ from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.augmentation import JointSequenceAugmenter
 from dspnet_tf.layers.context_weights import ContextWeighting
 from dspnet_tf.layers.discriminator import PriorDiscriminator
+from dspnet_tf.layers.gru_encoder import GRUSequenceEncoder
 from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
 from dspnet_tf.layers.prediction_head import PredictionHead, score_all
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
@@ -71,9 +72,22 @@ class DSPnet(tf.keras.Model):
             config = DSPnetConfig.from_dict(dict(config))
         self.dspnet_config = config
         c = config
-        self.item_encoder = SequenceEncoder(
-            c.item_vocab_size, c.item_dim, c.max_len, c.num_blocks, c.num_heads,
-            c.ffn_multiplier, c.dropout, name="item_encoder",
+        if c.encoder == "gru":
+            self.item_encoder = GRUSequenceEncoder(
+                c.item_vocab_size, c.item_dim, c.dropout, name="item_encoder"
+            )
+        else:
+            self.item_encoder = SequenceEncoder(
+                c.item_vocab_size, c.item_dim, c.max_len, c.num_blocks, c.num_heads,
+                c.ffn_multiplier, c.dropout, name="item_encoder",
+            )
+        # Baseline `sasrec_scene`: the scene as an attribute added to each item embedding.
+        self.scene_attribute_embedding = (
+            tf.keras.layers.Embedding(
+                c.scene_vocab_size + 1, c.item_dim, name="scene_attribute_embedding"
+            )
+            if c.scene_attribute
+            else None
         )
         # The scene encoder's embedding table also serves the (tied) scene head, so it exists
         # even when the scene network is ablated away.
@@ -192,7 +206,14 @@ class DSPnet(tf.keras.Model):
         """
         valid = items > 0
         scenes = tf.where(valid, scenes, 0)
-        item_states = self.item_encoder(items, padding_mask=valid, training=training)
+        extra = (
+            self.scene_attribute_embedding(scenes)
+            if self.scene_attribute_embedding is not None
+            else None
+        )
+        item_states = self.item_encoder(
+            items, padding_mask=valid, training=training, extra_embeddings=extra
+        )
         if self.fusion is None:
             return {"z": item_states, "scene_states": None, "valid": valid}
         scene_states = self.scene_encoder(scenes, padding_mask=valid, training=training)

@@ -7,22 +7,22 @@ import pytest
 
 from dspnet_tf import cli
 
-SUBCOMMANDS = ["demo", "train"]
+SUBCOMMANDS = ["demo", "train", "generate scene-world"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_help_explains_options_and_defaults(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([command, "--help"])
+        cli.main(command.split() + ["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "--epochs" in text and "default" in text
+    assert "--seed" in text and "default" in text
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_bad_value_is_a_short_error_with_nonzero_exit(command, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "dspnet_tf.cli", command, "--users", "0", "--out", str(tmp_path)],
+        [sys.executable, "-m", "dspnet_tf.cli", *command.split(), "--users", "0", "--out", str(tmp_path)],
         capture_output=True, text=True)
     assert result.returncode == 2
     assert "expected a positive integer, got 0" in result.stderr
@@ -39,3 +39,19 @@ def test_unwritable_output_is_a_one_line_error(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("dspnet train: error:"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_generate_scene_world_writes_the_standard_log(tmp_path):
+    from dspnet_tf.data.event_log import read_event_log
+
+    assert cli.main(["generate", "scene-world", "--users", "30", "--items", "100",
+                     "--categories", "4", "--out", str(tmp_path)]) == 0
+    log = read_event_log(str(tmp_path / "events.csv"))
+    assert len(set(log.user_ids)) == 30
+    assert (tmp_path / "world.json").exists()
+
+
+def test_generate_bad_misalignment_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["generate", "scene-world", "--misalignment", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "misalignment" in err[0]

@@ -1,0 +1,70 @@
+"""Training with validation-based early stopping: one loop for the CLI and the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from dspnet_tf.config import DSPnetConfig
+from dspnet_tf.data.sequences import make_dataset
+from dspnet_tf.data.splits import LeaveOneOutSplit
+from dspnet_tf.evaluation.leave_one_out import evaluate_last_events, rank_last_events
+from dspnet_tf.models.dspnet import DSPnet
+
+
+def fit_with_early_stopping(
+    config: DSPnetConfig,
+    split: LeaveOneOutSplit,
+    epochs: int = 50,
+    patience: int = 5,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> Dict[str, Any]:
+    """Trains on `split.train`, keeps the weights with the best validation NDCG@10.
+
+    Stops after `patience` epochs without a gain (as RecBole does), and scores the test targets
+    with the best-validation weights.
+
+    Returns:
+      dict with `model`, `history` (per-epoch losses, validation metrics, elapsed seconds),
+      `best_epoch`, `seconds_to_best`, `valid` (best validation metrics) and `test_ranks`.
+    """
+    tf.keras.utils.set_random_seed(seed)
+    model = DSPnet(config.replace(seed=seed))
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
+    train_items, train_scenes = split.train
+    keep = [i for i, seq in enumerate(train_items) if len(seq) >= 2]
+    dataset = make_dataset([train_items[i] for i in keep], [train_scenes[i] for i in keep],
+                           max_len=config.max_len, batch_size=batch_size, seed=seed)
+    history: List[Dict[str, Any]] = []
+    best, best_epoch, best_weights, seconds_to_best = -1.0, -1, None, 0.0
+    started = time.time()
+    for epoch in range(epochs):
+        logs = model.fit(dataset, epochs=1, verbose=0).history
+        valid = evaluate_last_events(model, *split.valid, max_len=config.max_len)
+        record = {"epoch": epoch + 1, "seconds": time.time() - started,
+                  **{k: float(v[-1]) for k, v in logs.items()},
+                  **{f"valid_{k}": v for k, v in valid.items()}}
+        history.append(record)
+        if on_epoch:
+            on_epoch(record)
+        if valid["ndcg@10"] > best:
+            best, best_epoch = valid["ndcg@10"], epoch + 1
+            best_weights = [w.copy() for w in model.get_weights()]
+            seconds_to_best = record["seconds"]
+        elif epoch + 1 - best_epoch >= patience:
+            break
+    model.set_weights(best_weights)
+    return {
+        "model": model,
+        "history": history,
+        "best_epoch": best_epoch,
+        "seconds_to_best": seconds_to_best,
+        "valid": next(h for h in history if h["epoch"] == best_epoch),
+        "test_ranks": rank_last_events(model, *split.test, max_len=config.max_len),
+    }
