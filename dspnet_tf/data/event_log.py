@@ -83,7 +83,8 @@ class EventLog:
         os.replace(tmp, path)
 
 
-def _files(path: str) -> List[str]:
+def list_event_files(path: str) -> List[str]:
+    """The event-log files under `path` (a file, or a folder of .csv / .parquet files)."""
     if os.path.isdir(path):
         found = sorted(
             os.path.join(path, name) for name in os.listdir(path)
@@ -194,7 +195,7 @@ def read_event_log(path: str, skip_malformed: bool = False) -> EventLog:
     """
     report = ReadReport()
     rows: List[Tuple[str, str, str, int]] = []
-    for file in _files(path):
+    for file in list_event_files(path):
         report.files.append(file)
         reader = _parquet_rows if file.endswith(".parquet") else _csv_rows
         where_kind = "row" if file.endswith(".parquet") else "line"
@@ -248,7 +249,7 @@ def _load_with(path: str, required: Sequence[str], convert: Callable[[Dict[str, 
                skip_malformed: bool) -> EventLog:
     report = ReadReport()
     rows = []
-    for file in _files(path):
+    for file in list_event_files(path):
         report.files.append(file)
         with open(file, encoding="utf-8", errors="strict", newline="") as handle:
             reader = csv.DictReader(handle)

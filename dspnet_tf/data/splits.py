@@ -17,6 +17,9 @@ from dspnet_tf.data.event_log import EventLog
 
 PAD, OOV = "<pad>", "<oov>"
 MIN_EVENTS = 3
+# The leave-one-out protocol as slices of a user's time-sorted events. For eval and test the
+# target is the slice's last event; train keeps all but the last two events.
+SPLIT_SLICES = {"train": slice(None, -2), "eval": slice(None, -1), "test": slice(None, None)}
 
 
 @dataclasses.dataclass
@@ -56,17 +59,21 @@ class LeaveOneOutSplit:
     @property
     def train(self) -> Tuple[List[List[int]], List[List[int]]]:
         """Training sequences: all but the last two events."""
-        return [s[:-2] for s in self.items], [s[:-2] for s in self.scenes]
+        return self._view("train")
 
     @property
     def valid(self) -> Tuple[List[List[int]], List[List[int]]]:
         """Validation: history + target (the second-to-last event) as the sequence's last event."""
-        return [s[:-1] for s in self.items], [s[:-1] for s in self.scenes]
+        return self._view("eval")
 
     @property
     def test(self) -> Tuple[List[List[int]], List[List[int]]]:
         """Test: the whole sequence; its last event is the target."""
-        return self.items, self.scenes
+        return self._view("test")
+
+    def _view(self, split: str) -> Tuple[List[List[int]], List[List[int]]]:
+        cut = SPLIT_SLICES[split]
+        return [s[cut] for s in self.items], [s[cut] for s in self.scenes]
 
     def summary(self) -> Dict[str, int]:
         return {"users": len(self.users), "dropped_users": self.dropped_users,

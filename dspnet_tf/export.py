@@ -1,0 +1,127 @@
+"""Export of a trained DSPnet with the serving signatures of serving-contract.md.
+
+Raw ids in, raw ids out: the SavedModel carries the preprocessing (e.g. TF Transform's layer,
+with the vocabularies as assets) and the id -> raw-id tables, so a TF Serving client never sees
+integer ids. Signatures:
+
+  * `serving_default`: serialized tf.Examples (`item_history`, `scene_history`, optional
+    `target_scene`, all bytes_list) -> `item_ids`, `item_scores` [B, K], `scene_ids`,
+    `scene_probs` [B, n_scenes];
+  * `predict_raw`: the same outputs from dense string tensors [B, L] padded with "";
+  * `transform_features`: the preprocessing alone (for TFMA).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Sequence
+
+import tensorflow as tf
+
+ITEM_HISTORY, SCENE_HISTORY, TARGET_SCENE = "item_history", "scene_history", "target_scene"
+RAW_FEATURE_SPEC = {
+    ITEM_HISTORY: tf.io.VarLenFeature(tf.string),
+    SCENE_HISTORY: tf.io.VarLenFeature(tf.string),
+    TARGET_SCENE: tf.io.VarLenFeature(tf.string),
+}
+RESERVED_IDS = 2  # 0 padding, 1 out-of-vocabulary: never returned to clients
+
+
+class ServingModule(tf.Module):
+    """Wraps model + preprocessing + id tables into the three signatures."""
+
+    def __init__(
+        self,
+        model: tf.keras.Model,
+        preprocess: Callable[[Dict[str, tf.SparseTensor]], Dict[str, tf.Tensor]],
+        item_tokens: Sequence[str],
+        scene_tokens: Sequence[str],
+        top_k: int = 20,
+    ) -> None:
+        super().__init__(name="dspnet_serving")
+        self.model = model
+        self.preprocess = preprocess
+        self.item_tokens = tf.constant(list(item_tokens), tf.string)
+        self.scene_tokens = tf.constant(list(scene_tokens), tf.string)
+        self.top_k = min(int(top_k), len(item_tokens) - RESERVED_IDS)
+        self.num_scenes = len(scene_tokens) - RESERVED_IDS
+        self.scene_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                self.scene_tokens[RESERVED_IDS:],
+                tf.range(RESERVED_IDS, len(scene_tokens), dtype=tf.int64),
+            ),
+            default_value=0,  # unknown target scene = "not given"
+        )
+
+    def _answer(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
+        transformed = self.preprocess(
+            {ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]}
+        )
+        # A missing target scene reads as "" (one padding column guarantees a column 0),
+        # which the table maps to 0: "not given".
+        target = tf.sparse.to_dense(raw[TARGET_SCENE], default_value="")
+        target = self.scene_table.lookup(tf.pad(target, [[0, 0], [0, 1]])[:, 0])
+        outputs = self.model(
+            {"item_ids": transformed["item_ids"], "scene_ids": transformed["scene_ids"],
+             "target_scene": target},
+            training=False,
+        )
+        item_scores, item_index = tf.math.top_k(outputs["item_logits"][:, RESERVED_IDS:], self.top_k)
+        scene_probs = tf.nn.softmax(outputs["scene_logits"][:, RESERVED_IDS:], axis=-1)
+        scene_probs, scene_index = tf.math.top_k(scene_probs, self.num_scenes)
+        return {
+            "item_ids": tf.gather(self.item_tokens, item_index + RESERVED_IDS),
+            "item_scores": item_scores,
+            "scene_ids": tf.gather(self.scene_tokens, scene_index + RESERVED_IDS),
+            "scene_probs": scene_probs,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        return self._answer(tf.io.parse_example(examples, RAW_FEATURE_SPEC))
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None], tf.string, name=ITEM_HISTORY),
+        tf.TensorSpec([None, None], tf.string, name=SCENE_HISTORY),
+    ])
+    def serve_raw(self, item_history: tf.Tensor, scene_history: tf.Tensor) -> Dict[str, tf.Tensor]:
+        # Padding "" is dropped, so a dense request becomes the same sparse history as an Example.
+        # Rows may be padded on either side; boolean_mask packs the real events to the left.
+        items = tf.ragged.boolean_mask(item_history, item_history != "").to_sparse()
+        scenes = tf.ragged.boolean_mask(scene_history, item_history != "").to_sparse()
+        empty = tf.SparseTensor(tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.string),
+                                tf.stack([tf.shape(item_history, out_type=tf.int64)[0], 0]))
+        return self._answer({ITEM_HISTORY: items, SCENE_HISTORY: scenes, TARGET_SCENE: empty})
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
+        return self.preprocess({ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]})
+
+
+def export_serving_model(
+    model: tf.keras.Model,
+    export_dir: str,
+    preprocess: Callable[[Dict[str, tf.SparseTensor]], Dict[str, tf.Tensor]],
+    item_tokens: Sequence[str],
+    scene_tokens: Sequence[str],
+    top_k: int = 20,
+) -> str:
+    """Writes a SavedModel with `serving_default`, `predict_raw` and `transform_features`.
+
+    Args:
+      model: a trained DSPnet (any model whose call returns item_logits / scene_logits).
+      export_dir: where to write (a TF Serving version directory, or Trainer's serving dir).
+      preprocess: raw sparse string histories -> {"item_ids", "scene_ids"} int [B, L]
+        (TFT's `TransformFeaturesLayer` in the pipeline). Tracked, so its assets are saved.
+      item_tokens: raw item id of each model id (0 padding, 1 OOV first).
+      scene_tokens: raw scene name of each model scene id (same convention).
+      top_k: K of `item_ids` / `item_scores`.
+    """
+    module = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k)
+    signatures = {
+        "serving_default": module.serve_examples.get_concrete_function(),
+        "predict_raw": module.serve_raw.get_concrete_function(),
+        "transform_features": module.transform_features.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    return export_dir

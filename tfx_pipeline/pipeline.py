@@ -1,0 +1,103 @@
+"""`create_pipeline`: the DSPnet TFX pipeline with every path and knob as an argument."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+from tfx import v1 as tfx
+
+from tfx_pipeline.sequence_example_gen import SequenceExampleGen
+
+# Fast, single-process defaults for a 2-core machine; override with real runner arguments.
+LOCAL_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+TRANSFORM_KEYS = ("max_len", "item_frequency_threshold", "item_oov_buckets")
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    serving_model_dir: str,
+    metadata_path: Optional[str] = None,
+    model_config: Optional[Dict[str, Any]] = None,
+    max_events: int = 200,
+    skip_malformed: bool = False,
+    beam_pipeline_args: Optional[List[str]] = None,
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Event log -> SequenceExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator ->
+    Transform -> Trainer -> Pusher.
+
+    Args:
+      pipeline_name: name recorded in ML Metadata.
+      pipeline_root: where component outputs go.
+      data_root: the event log (CSV/Parquet file or folder).
+      serving_model_dir: Pusher's base directory (<dir>/<version>/saved_model.pb).
+      metadata_path: SQLite ML Metadata file (local runs); None for orchestrators that bring
+        their own metadata store (Kubeflow).
+      model_config: DSPnetConfig fields, training options (`epochs`, `batch_size`,
+        `learning_rate`, `top_k`) and Transform options (`max_len`, `item_frequency_threshold`,
+        `item_oov_buckets`).
+      max_events: events kept per user by the ExampleGen.
+      skip_malformed: skip malformed event-log rows instead of failing.
+      beam_pipeline_args: Beam arguments (default: in-memory DirectRunner, one worker).
+      enable_cache: reuse outputs of components whose inputs did not change.
+    """
+    model_config = dict(model_config or {})
+    transform_config = {k: model_config[k] for k in TRANSFORM_KEYS if k in model_config}
+    example_gen = SequenceExampleGen(input_base=data_root, max_events=max_events,
+                                     skip_malformed=skip_malformed)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                          infer_feature_shape=False)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn="tfx_pipeline.preprocessing.preprocessing_fn",
+        custom_config=transform_config,
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval", "test"]),
+    )
+    trainer = tfx.components.Trainer(
+        run_fn="tfx_pipeline.trainer.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=model_config,
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+    )
+    components = [example_gen, statistics_gen, schema_gen, example_validator, transform,
+                  trainer, pusher]
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+            if metadata_path else None),
+        beam_pipeline_args=list(beam_pipeline_args or LOCAL_BEAM_ARGS),
+    )
+
+
+def run_locally(data_root: str, out_dir: str, **kwargs: Any) -> str:
+    """Runs the pipeline with LocalDagRunner under `out_dir`; returns Pusher's base directory."""
+    serving_dir = os.path.join(out_dir, "serving", "dspnet")
+    pipeline = create_pipeline(
+        pipeline_name=kwargs.pop("pipeline_name", "dspnet"),
+        pipeline_root=os.path.join(out_dir, "pipeline_root"),
+        data_root=data_root,
+        serving_model_dir=serving_dir,
+        metadata_path=os.path.join(out_dir, "metadata.sqlite"),
+        **kwargs,
+    )
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    return serving_dir

@@ -1,0 +1,68 @@
+"""Trainer module: `run_fn` builds dspnet_tf.DSPnet from custom_config, fits it, exports it."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List
+
+import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from dspnet_tf import DSPnet, DSPnetConfig
+from dspnet_tf.export import export_serving_model
+from tfx_pipeline import features
+
+TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20}
+
+
+def _dataset(fn_args: tfx.components.FnArgs, files: List[str], tft_output: tft.TFTransformOutput,
+             batch_size: int, num_epochs: int) -> tf.data.Dataset:
+    dataset = fn_args.data_accessor.tf_dataset_factory(
+        files,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=num_epochs),
+        tft_output.transformed_metadata.schema,
+    )
+    return dataset.map(lambda f: {features.ITEM_IDS: f[features.ITEM_IDS],
+                                  features.SCENE_IDS: f[features.SCENE_IDS]})
+
+
+def _tokens(tft_output: tft.TFTransformOutput, vocab: str, oov_buckets: int = 0) -> List[str]:
+    """Raw id of each model id: padding, OOV, the vocabulary, then one name per OOV bucket."""
+    words = [w.decode() if isinstance(w, bytes) else w
+             for w in tft_output.vocabulary_by_name(vocab)]
+    return ["", "<oov>"] + words + [f"<oov:{i}>" for i in range(oov_buckets)]
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """TFX Trainer entry point.
+
+    custom_config: every DSPnetConfig field (e.g. `item_dim`, `lambda_ccr`), plus `epochs`,
+    `batch_size`, `learning_rate`, `top_k` and Transform's `max_len` / `item_oov_buckets`.
+    """
+    custom: Dict[str, Any] = dict(fn_args.custom_config or {})
+    train_options = {k: custom.pop(k, v) for k, v in TRAIN_DEFAULTS.items()}
+    oov_buckets = int(custom.pop("item_oov_buckets", 0))
+    custom.pop("item_frequency_threshold", None)
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    item_tokens = _tokens(tft_output, features.ITEM_VOCAB, oov_buckets)
+    scene_tokens = _tokens(tft_output, features.SCENE_VOCAB)
+    config = DSPnetConfig(item_vocab_size=len(item_tokens), scene_vocab_size=len(scene_tokens),
+                          **custom)
+
+    train = _dataset(fn_args, fn_args.train_files, tft_output, train_options["batch_size"], 1)
+    evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, train_options["batch_size"], 1)
+    model = DSPnet(config)
+    model.compile(optimizer=tf.keras.optimizers.Adam(train_options["learning_rate"]))
+    tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")
+    history = model.fit(train, validation_data=evaluation, epochs=int(train_options["epochs"]),
+                        callbacks=[tensorboard], verbose=2)
+
+    tft_layer = tft_output.transform_features_layer()
+    export_serving_model(model, fn_args.serving_model_dir, tft_layer, item_tokens, scene_tokens,
+                         top_k=int(train_options["top_k"]))
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as handle:
+        handle.write(json.dumps({k: [float(x) for x in v] for k, v in history.history.items()}))
