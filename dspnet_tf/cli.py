@@ -152,6 +152,70 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_config(args: argparse.Namespace) -> Dict[str, object]:
+    """--config JSON (DSPnetConfig fields + training options) overlaid with explicit flags."""
+    config: Dict[str, object] = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as handle:
+                config = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{args.config}: not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{args.config}: expected a JSON object of settings")
+    for key in ("epochs", "max_len", "batch_size", "item_dim", "scene_dim"):
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = value
+    return config
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    """Runs the TFX pipeline locally (LocalDagRunner, SQLite metadata, caching)."""
+    from dspnet_tf.data.event_log import EventLogError, list_event_files  # pylint: disable=import-outside-toplevel
+
+    try:
+        list_event_files(args.data)
+    except EventLogError as err:
+        raise UserError(str(err)) from None
+    from tfx_pipeline.pipeline import LOCAL_BEAM_ARGS, run_locally  # pylint: disable=import-outside-toplevel
+
+    _stage(f"running the TFX pipeline on {args.data} -> {args.out}")
+    serving_dir = run_locally(args.data, args.out, model_config=_model_config(args),
+                              max_events=args.max_events, skip_malformed=args.skip_malformed,
+                              beam_pipeline_args=args.beam_arg or LOCAL_BEAM_ARGS)
+    _stage(f"pushed models: {serving_dir}  (TensorBoard: {os.path.join(args.out, 'pipeline_root', 'Trainer')})")
+    return 0
+
+
+def cmd_pipeline_compile(args: argparse.Namespace) -> int:
+    """Compiles the pipeline for Kubeflow Pipelines v2 to a JSON or YAML spec."""
+    if not args.out.endswith((".json", ".yaml", ".yml")):
+        raise UserError(f"--out {args.out}: expected a .json or .yaml file name")
+    from tfx_pipeline.pipeline import compile_for_kubeflow  # pylint: disable=import-outside-toplevel
+
+    compile_for_kubeflow(args.out, args.image, args.data, args.pipeline_root, args.serving_dir,
+                         model_config=_model_config(args), max_events=args.max_events,
+                         beam_pipeline_args=args.beam_arg or None)
+    _stage(f"wrote {args.out}; submit it with the KFP client or Vertex AI Pipelines")
+    return 0
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="JSON file of DSPnetConfig fields and training options "
+                                         "(epochs, batch_size, learning_rate, top_k, max_len)")
+    parser.add_argument("--epochs", type=_positive_int, help="training epochs (default: 5)")
+    parser.add_argument("--max-len", type=_positive_int, help="history length (default: 50)")
+    parser.add_argument("--batch-size", type=_positive_int, help="batch size (default: 256)")
+    parser.add_argument("--item-dim", type=_positive_int, help="item network width (default: 64)")
+    parser.add_argument("--scene-dim", type=_positive_int, help="scene network width (default: 16)")
+    parser.add_argument("--max-events", type=_positive_int, default=200,
+                        help="events kept per user by the ExampleGen (default: %(default)s)")
+    parser.add_argument("--beam-arg", action="append", metavar="ARG",
+                        help="Beam pipeline argument, repeatable, e.g. "
+                             "--beam-arg=--runner=DataflowRunner (default: in-memory DirectRunner)")
+
+
 def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="scene-driven",
                         choices=("scene-driven", "transitions"),
@@ -206,6 +270,33 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     world.add_argument("--out", required=True, help="output folder for events.csv and world.json")
     world.set_defaults(func=cmd_generate)
+
+    pipeline = sub.add_parser("pipeline", help="run or compile the TFX pipeline",
+                              description="The TFX pipeline: ExampleGen -> ... -> Pusher.")
+    pipeline_sub = pipeline.add_subparsers(dest="pipeline_command", metavar="ACTION")
+    pipeline_sub.required = True
+    run = pipeline_sub.add_parser("run", help="run locally with LocalDagRunner",
+                                  description=cmd_pipeline_run.__doc__)
+    run.add_argument("--data", required=True, help="event log: CSV/Parquet file or folder")
+    run.add_argument("--out", required=True,
+                     help="output folder: pipeline_root/, metadata.sqlite, serving/dspnet/<version>/")
+    run.add_argument("--skip-malformed", action="store_true",
+                     help="skip malformed event-log rows instead of failing")
+    _add_pipeline_options(run)
+    run.set_defaults(func=cmd_pipeline_run)
+    compile_ = pipeline_sub.add_parser("compile", help="compile for Kubeflow Pipelines v2",
+                                       description=cmd_pipeline_compile.__doc__)
+    compile_.add_argument("--out", required=True, help="pipeline.json or pipeline.yaml")
+    compile_.add_argument("--image", required=True, help="container image with this package "
+                                                         "(built from the Dockerfile)")
+    compile_.add_argument("--data", default="gs://YOUR_BUCKET/events",
+                          help="event log path the cluster can read (default: %(default)s)")
+    compile_.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/pipeline_root",
+                          help="pipeline root the cluster can write (default: %(default)s)")
+    compile_.add_argument("--serving-dir", default="gs://YOUR_BUCKET/serving/dspnet",
+                          help="Pusher base directory (default: %(default)s)")
+    _add_pipeline_options(compile_)
+    compile_.set_defaults(func=cmd_pipeline_compile)
 
     train = sub.add_parser("train", help="train DSPnet and save a SavedModel",
                            description=cmd_train.__doc__)

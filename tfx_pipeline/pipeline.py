@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from tfx import v1 as tfx
 
+from tfx_pipeline.anomalies_gate import AnomaliesGate
 from tfx_pipeline.sequence_example_gen import SequenceExampleGen
 
 # Fast, single-process defaults for a 2-core machine; override with real runner arguments.
@@ -27,7 +28,7 @@ def create_pipeline(
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Event log -> SequenceExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator ->
-    Transform -> Trainer -> Pusher.
+    AnomaliesGate -> Transform -> Trainer -> Pusher.
 
     Args:
       pipeline_name: name recorded in ML Metadata.
@@ -53,6 +54,7 @@ def create_pipeline(
                                           infer_feature_shape=False)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
@@ -60,6 +62,7 @@ def create_pipeline(
         custom_config=transform_config,
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval", "test"]),
     )
+    transform.add_upstream_node(anomalies_gate)  # no training on data that failed validation
     trainer = tfx.components.Trainer(
         run_fn="tfx_pipeline.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
@@ -74,8 +77,8 @@ def create_pipeline(
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator, transform,
-                  trainer, pusher]
+    components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
+                  transform, trainer, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
@@ -101,3 +104,38 @@ def run_locally(data_root: str, out_dir: str, **kwargs: Any) -> str:
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
     return serving_dir
+
+
+def compile_for_kubeflow(output_file: str, image: str, data_root: str, pipeline_root: str,
+                         serving_model_dir: str, **kwargs: Any) -> str:
+    """Compiles the pipeline for Kubeflow Pipelines v2 (Vertex AI Pipelines) to JSON or YAML.
+
+    The components run in `image` (see the Dockerfile), with paths the cluster can reach
+    (e.g. gs:// or a mounted volume).
+    """
+    import json  # pylint: disable=import-outside-toplevel
+
+    pipeline = create_pipeline(
+        pipeline_name=kwargs.pop("pipeline_name", "dspnet"),
+        pipeline_root=pipeline_root,
+        data_root=data_root,
+        serving_model_dir=serving_model_dir,
+        metadata_path=None,
+        **kwargs,
+    )
+    json_file = output_file if output_file.endswith(".json") else output_file + ".json.tmp"
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(os.path.abspath(json_file)),
+        output_filename=os.path.basename(json_file),
+    )
+    runner.run(pipeline, write_out=True)
+    if json_file != output_file:
+        import yaml  # pylint: disable=import-outside-toplevel
+
+        with open(json_file, encoding="utf-8") as handle:
+            spec = json.load(handle)
+        with open(output_file, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(spec, handle, sort_keys=False)
+        os.remove(json_file)
+    return output_file

@@ -8,6 +8,7 @@ import pytest
 from dspnet_tf import cli
 
 SUBCOMMANDS = ["demo", "train", "generate scene-world"]
+PIPELINE_COMMANDS = ["pipeline run", "pipeline compile"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -55,3 +56,22 @@ def test_generate_bad_misalignment_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["generate", "scene-world", "--misalignment", "2", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "misalignment" in err[0]
+
+
+@pytest.mark.parametrize("command", PIPELINE_COMMANDS)
+def test_pipeline_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(command.split() + ["--help"])
+    assert exit_info.value.code == 0
+    assert "--beam-arg" in capsys.readouterr().out
+
+
+def test_pipeline_run_missing_data_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["pipeline", "run", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such file or folder" in err[0]
+
+
+def test_pipeline_compile_wrong_suffix_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["pipeline", "compile", "--out", str(tmp_path / "p.txt"), "--image", "x"]) == 2
+    assert "expected a .json or .yaml" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""TF Serving side: client, local server and deployment configs (in progress)."""

@@ -1,0 +1,51 @@
+"""Pipeline definition: component graph, Kubeflow compilation, the anomalies gate."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+
+def test_create_pipeline_wires_every_component(tmp_path):
+    from tfx_pipeline.pipeline import create_pipeline
+
+    pipeline = create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "data"),
+                               str(tmp_path / "serving"), str(tmp_path / "m.sqlite"),
+                               model_config={"max_len": 10, "epochs": 1})
+    ids = [c.id for c in pipeline.components]
+    assert ids == ["SequenceExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+                   "AnomaliesGate", "Transform", "Trainer", "Pusher"]
+    transform = pipeline.components[ids.index("Transform")]
+    assert "AnomaliesGate" in {n.id for n in transform.upstream_nodes}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_compile_for_kubeflow_writes_a_pipeline_spec(tmp_path, suffix):
+    from tfx_pipeline.pipeline import compile_for_kubeflow
+
+    out = str(tmp_path / f"pipeline{suffix}")
+    compile_for_kubeflow(out, "example.invalid/dspnet:1", "gs://bucket/data", "gs://bucket/root",
+                         "gs://bucket/serving", model_config={"epochs": 1},
+                         beam_pipeline_args=["--runner=DataflowRunner"])
+    with open(out) as handle:
+        spec = json.load(handle) if suffix == ".json" else yaml.safe_load(handle)
+    assert {"displayName", "pipelineSpec", "runtimeConfig"} <= set(spec)
+    text = json.dumps(spec)
+    assert "example.invalid/dspnet:1" in text and "--runner=DataflowRunner" in text
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_anomalies_gate_describes_and_stops(tmp_path):
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    from tfx_pipeline.anomalies_gate import describe_anomalies
+
+    (tmp_path / "Split-eval").mkdir()
+    proto = anomalies_pb2.Anomalies()
+    proto.anomaly_info["scene_history"].description = "Examples contain values missing from the schema: teleport."
+    (tmp_path / "Split-eval" / "SchemaDiff.pb").write_bytes(proto.SerializeToString())
+    (tmp_path / "Split-train").mkdir()
+    (tmp_path / "Split-train" / "SchemaDiff.pb").write_bytes(anomalies_pb2.Anomalies().SerializeToString())
+    problems = describe_anomalies(str(tmp_path), ["train", "eval"])
+    assert problems == ["eval: scene_history: Examples contain values missing from the schema: teleport."]
