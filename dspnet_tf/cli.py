@@ -183,7 +183,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     _stage(f"running the TFX pipeline on {args.data} -> {args.out}")
     serving_dir = run_locally(args.data, args.out, model_config=_model_config(args),
                               max_events=args.max_events, skip_malformed=args.skip_malformed,
-                              beam_pipeline_args=args.beam_arg or LOCAL_BEAM_ARGS)
+                              beam_pipeline_args=args.beam_arg or LOCAL_BEAM_ARGS,
+                              ndcg_floor=args.ndcg_floor)
     _stage(f"pushed models: {serving_dir}  (TensorBoard: {os.path.join(args.out, 'pipeline_root', 'Trainer')})")
     return 0
 
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output folder: pipeline_root/, metadata.sqlite, serving/dspnet/<version>/")
     run.add_argument("--skip-malformed", action="store_true",
                      help="skip malformed event-log rows instead of failing")
+    run.add_argument("--ndcg-floor", type=float, default=0.0,
+                     help="bless (and push) only models whose eval NDCG@10 reaches this and is "
+                          "not below the latest blessed model's (default: %(default)s)")
     _add_pipeline_options(run)
     run.set_defaults(func=cmd_pipeline_run)
     compile_ = pipeline_sub.add_parser("compile", help="compile for Kubeflow Pipelines v2",

@@ -8,7 +8,9 @@ integer ids. Signatures:
     `target_scene`, all bytes_list) -> `item_ids`, `item_scores` [B, K], `scene_ids`,
     `scene_probs` [B, n_scenes];
   * `predict_raw`: the same outputs from dense string tensors [B, L] padded with "";
-  * `transform_features`: the preprocessing alone (for TFMA).
+  * `transform_features`: the preprocessing alone (for TFMA);
+  * `evaluate_ranking`: per-example full-ranking NDCG@10 / HR@10 of each example's last item
+    given the events before it (for TFMA's Evaluator; pessimistic ties).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 from typing import Callable, Dict, Sequence
 
 import tensorflow as tf
+
+from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 
 ITEM_HISTORY, SCENE_HISTORY, TARGET_SCENE = "item_history", "scene_history", "target_scene"
 RAW_FEATURE_SPEC = {
@@ -50,6 +54,13 @@ class ServingModule(tf.Module):
                 tf.range(RESERVED_IDS, len(scene_tokens), dtype=tf.int64),
             ),
             default_value=0,  # unknown target scene = "not given"
+        )
+        self.item_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                self.item_tokens[RESERVED_IDS:],
+                tf.range(RESERVED_IDS, len(item_tokens), dtype=tf.int64),
+            ),
+            default_value=1,
         )
 
     def _answer(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
@@ -98,6 +109,27 @@ class ServingModule(tf.Module):
         return self.preprocess({ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]})
 
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def evaluate_ranking(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
+        items = tf.RaggedTensor.from_sparse(raw[ITEM_HISTORY])
+        scenes = tf.RaggedTensor.from_sparse(raw[SCENE_HISTORY])
+        transformed = self.preprocess({ITEM_HISTORY: items[:, :-1].to_sparse(),
+                                       SCENE_HISTORY: scenes[:, :-1].to_sparse()})
+        target_raw = tf.pad(items.to_tensor(default_value=""), [[0, 0], [1, 0]])
+        lengths = items.row_lengths()
+        target = self.item_table.lookup(tf.gather(target_raw, lengths, batch_dims=1))
+        logits = self.model({"item_ids": transformed["item_ids"],
+                             "scene_ids": transformed["scene_ids"]}, training=False)["item_logits"]
+        # Padding and OOV are never right answers: an unseen target counts as a miss.
+        reserved = tf.range(tf.shape(logits)[1]) < RESERVED_IDS
+        logits = tf.where(reserved[tf.newaxis], tf.cast(-1e9, logits.dtype), logits)
+        rank = pessimistic_rank(logits, target)
+        rank = tf.where(target < RESERVED_IDS, tf.cast(tf.shape(logits)[1], rank.dtype), rank)
+        return {"ndcg_at_10": ndcg(rank, 10)[:, tf.newaxis],
+                "hit_at_10": hit_rate(rank, 10)[:, tf.newaxis]}
+
+
 def export_serving_model(
     model: tf.keras.Model,
     export_dir: str,
@@ -122,6 +154,7 @@ def export_serving_model(
         "serving_default": module.serve_examples.get_concrete_function(),
         "predict_raw": module.serve_raw.get_concrete_function(),
         "transform_features": module.transform_features.get_concrete_function(),
+        "evaluate_ranking": module.evaluate_ranking.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     return export_dir

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 from tfx import v1 as tfx
 
 from tfx_pipeline.anomalies_gate import AnomaliesGate
+from tfx_pipeline.evaluation import eval_config
 from tfx_pipeline.sequence_example_gen import SequenceExampleGen
 
 # Fast, single-process defaults for a 2-core machine; override with real runner arguments.
@@ -26,9 +27,10 @@ def create_pipeline(
     skip_malformed: bool = False,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
+    ndcg_floor: float = 0.0,
 ) -> tfx.dsl.Pipeline:
     """Event log -> SequenceExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator ->
-    AnomaliesGate -> Transform -> Trainer -> Pusher.
+    AnomaliesGate -> Transform -> Trainer -> Evaluator (vs the latest blessed model) -> Pusher.
 
     Args:
       pipeline_name: name recorded in ML Metadata.
@@ -44,6 +46,8 @@ def create_pipeline(
       skip_malformed: skip malformed event-log rows instead of failing.
       beam_pipeline_args: Beam arguments (default: in-memory DirectRunner, one worker).
       enable_cache: reuse outputs of components whose inputs did not change.
+      ndcg_floor: the Evaluator blesses (and Pusher pushes) only models whose eval NDCG@10
+        reaches this floor and is not below the latest blessed model's.
     """
     model_config = dict(model_config or {})
     transform_config = {k: model_config[k] for k in TRANSFORM_KEYS if k in model_config}
@@ -72,13 +76,26 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=model_config,
     )
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        example_splits=["eval"],
+        eval_config=eval_config(ndcg_floor=ndcg_floor),
+    )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  transform, trainer, pusher]
+                  transform, trainer, baseline, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,

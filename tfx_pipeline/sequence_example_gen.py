@@ -61,6 +61,8 @@ def user_examples(
             features.USER_ID: _bytes_feature([user]),
             features.ITEM_HISTORY: _bytes_feature(items[cut]),
             features.SCENE_HISTORY: _bytes_feature(scenes[cut]),
+            features.EVENT_COUNT: tf.train.Feature(
+                int64_list=tf.train.Int64List(value=[len(items[cut])])),
         }))
         yield beam.pvalue.TaggedOutput(split, example.SerializeToString())
 

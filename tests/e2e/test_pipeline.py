@@ -28,11 +28,9 @@ def test_pipeline_runs_pushes_and_the_pushed_model_answers_raw_ids(tmp_path):
 
     store = metadata_store.MetadataStore(
         metadata.sqlite_metadata_connection_config(str(out / "metadata.sqlite")))
-    executed = {e.properties["component_id"].string_value if "component_id" in e.properties
-                else e.type for e in store.get_executions()}
     types = {store.get_execution_types_by_id([e.type_id])[0].name for e in store.get_executions()}
     for component in ("SequenceExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-                      "Transform", "Trainer", "Pusher"):
+                      "AnomaliesGate", "Transform", "Trainer", "Evaluator", "Pusher"):
         assert any(component in t for t in types), (component, types)
 
     schema_files = glob.glob(str(out / "pipeline_root" / "SchemaGen" / "schema" / "*" / "schema.pbtxt"))
@@ -63,3 +61,34 @@ def test_pipeline_runs_pushes_and_the_pushed_model_answers_raw_ids(tmp_path):
     raw = loaded.signatures["predict_raw"](item_history=tf.constant([["", "i00003", "i00010"]]),
                                            scene_history=tf.constant([["", "feed", "search"]]))
     assert raw["item_ids"].shape == (1, 5)
+
+    # The Evaluator computed full-ranking metrics on the eval split and blessed the model.
+    import tensorflow_model_analysis as tfma
+
+    evaluations = glob.glob(str(out / "pipeline_root" / "Evaluator" / "evaluation" / "*"))
+    metrics = tfma.load_metrics(evaluations[0])
+    values = {}
+    for record in metrics:
+        for key_and_value in record.metric_keys_and_values:
+            values[key_and_value.key.name] = key_and_value.value.double_value.value
+    assert 0.0 <= values["ndcg@10"] <= values["hr@10"] <= 1.0, values
+    assert values["example_count"] == 150
+    blessings = glob.glob(str(out / "pipeline_root" / "Evaluator" / "blessing" / "*" / "BLESSED"))
+    assert blessings
+
+    # A rerun with an impossible floor: unchanged components come from the cache, the Evaluator
+    # refuses to bless, and Pusher pushes nothing new.
+    before = sorted(os.listdir(serving_dir))
+    executions_before = len(store.get_executions())
+    run_locally(str(data / "events.csv"), str(out), ndcg_floor=1.5,
+                model_config={"max_len": 20, "item_dim": 16, "scene_dim": 8, "num_blocks": 1,
+                              "epochs": 1, "batch_size": 64, "top_k": 5})
+    assert sorted(os.listdir(serving_dir)) == before
+    assert glob.glob(str(out / "pipeline_root" / "Evaluator" / "blessing" / "*" / "NOT_BLESSED"))
+    from ml_metadata.proto import metadata_store_pb2
+
+    trainer_runs = [e for e in store.get_executions()
+                    if "Trainer" in store.get_execution_types_by_id([e.type_id])[0].name]
+    assert len(store.get_executions()) > executions_before
+    assert [e.last_known_state for e in trainer_runs] == [
+        metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED]

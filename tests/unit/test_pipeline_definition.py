@@ -15,7 +15,8 @@ def test_create_pipeline_wires_every_component(tmp_path):
                                model_config={"max_len": 10, "epochs": 1})
     ids = [c.id for c in pipeline.components]
     assert ids == ["SequenceExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-                   "AnomaliesGate", "Transform", "Trainer", "Pusher"]
+                   "AnomaliesGate", "Transform", "Trainer", "latest_blessed_model_resolver",
+                   "Evaluator", "Pusher"]
     transform = pipeline.components[ids.index("Transform")]
     assert "AnomaliesGate" in {n.id for n in transform.upstream_nodes}
 
