@@ -6,9 +6,11 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from dspnet_tf.layers.token_table import TiedTokenTableMixin
+
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
-class GRUSequenceEncoder(tf.keras.layers.Layer):
+class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
     """Embeds a left-padded id sequence and runs a GRU over it (GRU4Rec-style).
 
     A recurrent encoder is causal by construction: the state at t has read events <= t. It has
@@ -39,15 +41,7 @@ class GRUSequenceEncoder(tf.keras.layers.Layer):
         self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate)
         self.gru = tf.keras.layers.GRU(self.dim, return_sequences=True, name="gru")
 
-    @property
-    def mask_token(self) -> int:
-        return self.vocab_size
 
-    @property
-    def embeddings(self) -> tf.Variable:
-        if not self.token_embedding.built:
-            self.token_embedding.build((None,))
-        return self.token_embedding.embeddings
 
     def call(
         self,

@@ -6,11 +6,13 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from dspnet_tf.layers.token_table import TiedTokenTableMixin
+
 from dspnet_tf.layers.transformer_block import TransformerBlock
 
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
-class SequenceEncoder(tf.keras.layers.Layer):
+class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
     """Embeds a left-padded id sequence and runs causal Transformer blocks over it (SASRec-style).
 
     DSPnet reads a user's history twice, once as items and once as scenes, with two encoders of
@@ -79,17 +81,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
         ]
         self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
 
-    @property
-    def mask_token(self) -> int:
-        """Id of the [MASK] row used by the augmentations."""
-        return self.vocab_size
 
-    @property
-    def embeddings(self) -> tf.Variable:
-        """The [vocab_size + 1, dim] token table, shared with the tied prediction head."""
-        if not self.token_embedding.built:  # e.g. the scene table when the scene network is off
-            self.token_embedding.build((None,))
-        return self.token_embedding.embeddings
 
     def call(
         self,
