@@ -12,7 +12,7 @@ TFRecords of tf.Examples, the layout every downstream TFX component reads.
 # No `from __future__ import annotations`: TFX reads the component's type hints at runtime.
 import json
 import os
-from typing import Dict, Iterable, Iterator, Tuple, TypedDict
+from typing import Dict, Iterable, Iterator, List, Tuple, TypedDict
 
 import apache_beam as beam
 import tensorflow as tf
@@ -67,6 +67,44 @@ def user_examples(
         yield beam.pvalue.TaggedOutput(split, example.SerializeToString())
 
 
+class WriteSequenceExamples(beam.PTransform):
+    """Event-log files -> `Split-{train,eval,test}/*.gz` tf.Examples + `sequence_stats.json`."""
+
+    def __init__(self, files: List[str], output_dir: str, max_events: int = 200,
+                 skip_malformed: bool = False) -> None:
+        super().__init__()
+        self.files, self.output_dir = files, output_dir
+        self.max_events, self.skip_malformed = max_events, skip_malformed
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.pvalue.PCollection:
+        grouped = (
+            pipeline
+            | "ListFiles" >> beam.Create(list(enumerate(self.files)))
+            | "Spread" >> beam.Reshuffle()  # files are read in parallel across workers
+            | "ReadEvents" >> beam.FlatMap(_read_file, skip_malformed=self.skip_malformed)
+            | "GroupByUser" >> beam.GroupByKey()
+        )
+        outputs = grouped | "ToExamples" >> beam.FlatMapTuple(
+            user_examples, max_events=self.max_events
+        ).with_outputs("dropped", *features.SPLITS)
+        for split in features.SPLITS:
+            _ = outputs[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
+                os.path.join(self.output_dir, f"Split-{split}", "data_tfrecord"),
+                file_name_suffix=".gz",
+            )
+        kept = outputs["test"] | "CountKept" >> beam.combiners.Count.Globally()
+        dropped = outputs["dropped"] | "CountDropped" >> beam.combiners.Count.Globally()
+        return (
+            kept
+            | "Stats" >> beam.Map(
+                lambda k, d: json.dumps({"users": k, "dropped_users": d}),
+                d=beam.pvalue.AsSingleton(dropped),
+            )
+            | "WriteStats" >> beam.io.WriteToText(
+                os.path.join(self.output_dir, STATS_FILE), shard_name_template="")
+        )
+
+
 @tfx.dsl.components.component(use_beam=True)
 def SequenceExampleGen(  # pylint: disable=invalid-name
     examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
@@ -92,31 +130,8 @@ def SequenceExampleGen(  # pylint: disable=invalid-name
     examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
     stats_path = os.path.join(examples.uri, STATS_FILE)
     with beam_pipeline as pipeline:
-        grouped = (
-            pipeline
-            | "ListFiles" >> beam.Create(list(enumerate(files)))
-            | "Spread" >> beam.Reshuffle()
-            | "ReadEvents" >> beam.FlatMap(_read_file, skip_malformed=skip_malformed)
-            | "GroupByUser" >> beam.GroupByKey()
-        )
-        outputs = grouped | "ToExamples" >> beam.FlatMapTuple(
-            user_examples, max_events=max_events
-        ).with_outputs("dropped", *features.SPLITS)
-        for split in features.SPLITS:
-            _ = outputs[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
-                os.path.join(examples.uri, f"Split-{split}", "data_tfrecord"),
-                file_name_suffix=".gz",
-            )
-        kept = outputs["test"] | "CountKept" >> beam.combiners.Count.Globally()
-        dropped = outputs["dropped"] | "CountDropped" >> beam.combiners.Count.Globally()
-        _ = (
-            kept
-            | "Stats" >> beam.Map(
-                lambda k, d: json.dumps({"users": k, "dropped_users": d}),
-                d=beam.pvalue.AsSingleton(dropped),
-            )
-            | "WriteStats" >> beam.io.WriteToText(stats_path, shard_name_template="")
-        )
+        _ = pipeline | "EventLogToExamples" >> WriteSequenceExamples(
+            files, examples.uri, max_events, skip_malformed)
     with tf.io.gfile.GFile(stats_path) as handle:
         stats: Dict[str, int] = json.loads(handle.read())
     return stats

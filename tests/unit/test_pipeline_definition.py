@@ -14,9 +14,10 @@ def test_create_pipeline_wires_every_component(tmp_path):
                                str(tmp_path / "serving"), str(tmp_path / "m.sqlite"),
                                model_config={"max_len": 10, "epochs": 1})
     ids = [c.id for c in pipeline.components]
-    assert ids == ["SequenceExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-                   "AnomaliesGate", "Transform", "Trainer", "latest_blessed_model_resolver",
-                   "Evaluator", "Pusher"]
+    assert sorted(ids) == sorted(["SequenceExampleGen", "StatisticsGen", "SchemaGen",
+                                  "ExampleValidator", "AnomaliesGate", "Transform", "Trainer",
+                                  "latest_blessed_model_resolver", "Evaluator", "Pusher"])
+    assert ids.index("Pusher") > ids.index("Evaluator") > ids.index("Trainer") > ids.index("Transform")
     transform = pipeline.components[ids.index("Transform")]
     assert "AnomaliesGate" in {n.id for n in transform.upstream_nodes}
 
@@ -34,6 +35,13 @@ def test_compile_for_kubeflow_writes_a_pipeline_spec(tmp_path, suffix):
     assert {"displayName", "pipelineSpec", "runtimeConfig"} <= set(spec)
     text = json.dumps(spec)
     assert "example.invalid/dspnet:1" in text and "--runner=DataflowRunner" in text
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    for component in ("SequenceExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+                      "AnomaliesGate", "Transform", "Trainer", "Evaluator", "Pusher"):
+        assert component in tasks, (component, sorted(tasks))
+    images = {c["container"]["image"] for c in spec["pipelineSpec"]["deploymentSpec"]["executors"].values()
+              if "container" in c}
+    assert images == {"example.invalid/dspnet:1"}
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
