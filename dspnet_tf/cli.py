@@ -217,6 +217,33 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                              "--beam-arg=--runner=DataflowRunner (default: in-memory DirectRunner)")
 
 
+def cmd_benchmark_quality(args: argparse.Namespace) -> int:
+    """Trains and scores models on one event log (full ranking, leave-one-out, several seeds);
+    writes results.json, results.md and training_curves.png."""
+    from dspnet_tf.data.event_log import EventLogError  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark  # pylint: disable=import-outside-toplevel
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    seeds = list(range(1 if args.quick else args.seeds))
+    epochs = min(args.epochs, 3) if args.quick else args.epochs
+    overrides = {k: getattr(args, k) for k in ("max_len", "item_dim", "scene_dim")
+                 if getattr(args, k) is not None}
+    _stage(f"quality benchmark on {args.data}: {', '.join(models)} x {len(seeds)} seed(s), "
+           f"up to {epochs} epochs")
+    try:
+        run_quality_benchmark(
+            args.data, args.out, models=models, seeds=seeds, epochs=epochs,
+            patience=args.patience, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, overrides=overrides,
+            progress=lambda line: print(f"    {line}", flush=True))
+    except (EventLogError, ValueError) as err:
+        raise UserError(str(err)) from None
+    _stage(f"wrote {os.path.join(args.out, 'results.md')}")
+    with open(os.path.join(args.out, "results.md"), encoding="utf-8") as handle:
+        print(handle.read())
+    return 0
+
+
 def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="scene-driven",
                         choices=("scene-driven", "transitions"),
@@ -301,6 +328,36 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Pusher base directory (default: %(default)s)")
     _add_pipeline_options(compile_)
     compile_.set_defaults(func=cmd_pipeline_compile)
+
+    benchmark = sub.add_parser("benchmark", help="measure quality (and, later, speed and scale)",
+                               description="Benchmarks that print and save their numbers.")
+    bench_sub = benchmark.add_subparsers(dest="benchmark_command", metavar="BENCHMARK")
+    bench_sub.required = True
+    quality = bench_sub.add_parser("quality", help="the model-quality table",
+                                   description=cmd_benchmark_quality.__doc__)
+    quality.add_argument("--data", required=True,
+                         help="event log file/folder; a `dspnet generate scene-world` folder "
+                              "also gets the oracle row")
+    quality.add_argument("--models", default="dspnet,sasrec,sasrec_scene,gru4rec,most_popular",
+                         help="comma-separated: dspnet, sasrec, sasrec_scene, gru4rec, "
+                              "most_popular, dspnet_<ablation> (default: %(default)s)")
+    quality.add_argument("--seeds", type=_positive_int, default=3,
+                         help="number of seeds (default: %(default)s)")
+    quality.add_argument("--patience", type=_positive_int, default=5,
+                         help="epochs without a validation gain before stopping (default: %(default)s)")
+    quality.add_argument("--learning-rate", type=float, default=1e-3,
+                         help="Adam learning rate (default: %(default)s)")
+    quality.add_argument("--quick", action="store_true",
+                         help="one seed, at most 3 epochs: a smoke run of the whole benchmark")
+    quality.add_argument("--epochs", type=_positive_int, default=30,
+                         help="most epochs per run (default: %(default)s)")
+    quality.add_argument("--batch-size", type=_positive_int, default=256,
+                         help="batch size (default: %(default)s)")
+    quality.add_argument("--max-len", type=_positive_int, help="history length (default: 50)")
+    quality.add_argument("--item-dim", type=_positive_int, help="item width (default: 64)")
+    quality.add_argument("--scene-dim", type=_positive_int, help="scene width (default: 16)")
+    quality.add_argument("--out", required=True, help="output folder")
+    quality.set_defaults(func=cmd_benchmark_quality)
 
     train = sub.add_parser("train", help="train DSPnet and save a SavedModel",
                            description=cmd_train.__doc__)
