@@ -28,6 +28,7 @@ def train_and_score(data, epochs, ablation=None, **changes):
 def test_learns_a_transition_fixed_by_previous_item_and_scene():
     data = deterministic_transitions(users=2500, num_items=40, num_scenes=4, seed=0)
     metrics = train_and_score(data, epochs=8)
+    print(f"\ntransitions world: DSPnet HR@1 {metrics['hr@1']:.3f}")
     assert metrics["hr@1"] >= 0.95, metrics
 
 
@@ -35,6 +36,8 @@ def test_scene_network_carries_what_the_item_sequence_cannot():
     data = scene_driven(users=2500, num_items=64, num_scenes=8, seed=0)
     full = train_and_score(data, epochs=20)
     items_only = train_and_score(data, epochs=20, ablation="no_scene")
+    print(f"\nscene-driven world: HR@1 DSPnet {full['hr@1']:.3f}, "
+          f"without the scene network {items_only['hr@1']:.3f}")
     # Items reveal at most the older scenes: an item-only model is near 1 / num_scenes at HR@1.
     assert items_only["hr@1"] < 0.25, items_only
     assert full["hr@1"] >= 0.5 and full["hr@1"] >= 3 * items_only["hr@1"], (full, items_only)

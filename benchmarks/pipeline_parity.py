@@ -1,0 +1,76 @@
+"""Pipeline parity: the TFX pipeline's pushed model vs the same model from the quality benchmark.
+
+Runs the whole pipeline (LocalDagRunner) on a scene world, scores the pushed SavedModel on the
+test split through its `evaluate_ranking` signature, trains the same DSPnet configuration with
+`dspnet benchmark quality`'s code path on the same log, and reports both NDCG@10 values, their
+ratio and the pipeline's wall time. Prints and saves JSON + Markdown.
+
+    .venv/bin/python benchmarks/pipeline_parity.py --users 10000 --epochs 5 --out results/parity
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+
+def score_pushed_model(version_dir: str, example_files: list, batch_size: int = 512) -> float:
+    """Mean NDCG@10 of the pushed model over serialized test examples."""
+    signature = tf.saved_model.load(version_dir).signatures["evaluate_ranking"]
+    dataset = tf.data.TFRecordDataset(example_files, compression_type="GZIP").batch(batch_size)
+    values = [signature(examples=batch)["ndcg_at_10"].numpy().ravel() for batch in dataset]
+    return float(np.concatenate(values).mean())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=10_000, help="scene-world users (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs for both (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="world seed (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+
+    from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig
+    from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark
+    from tfx_pipeline.pipeline import run_locally
+
+    world_dir = os.path.join(args.out, "world")
+    if not os.path.exists(os.path.join(world_dir, "events.csv")):
+        SceneWorld(SceneWorldConfig(users=args.users, seed=args.seed)).generate().write(world_dir)
+    started = time.time()
+    serving_dir = run_locally(os.path.join(world_dir, "events.csv"), os.path.join(args.out, "pipeline"),
+                              model_config={"epochs": args.epochs}, enable_cache=False)
+    pipeline_seconds = time.time() - started
+    version = max((d for d in os.listdir(serving_dir) if d.isdigit()), key=int)
+    test_files = glob.glob(os.path.join(args.out, "pipeline", "pipeline_root", "SequenceExampleGen",
+                                        "examples", "*", "Split-test", "*.gz"))
+    pipeline_ndcg = score_pushed_model(os.path.join(serving_dir, version), test_files)
+
+    started = time.time()
+    results = run_quality_benchmark(world_dir, os.path.join(args.out, "benchmark"), models=["dspnet"],
+                                    seeds=[0], epochs=args.epochs, patience=args.epochs)
+    benchmark_seconds = time.time() - started
+    benchmark_ndcg = results["models"]["dspnet"]["ndcg@10"]["mean"]
+    report = {"users": args.users, "epochs": args.epochs,
+              "pipeline_test_ndcg@10": pipeline_ndcg, "benchmark_test_ndcg@10": benchmark_ndcg,
+              "relative_difference": abs(pipeline_ndcg - benchmark_ndcg) / benchmark_ndcg,
+              "pipeline_wall_seconds": pipeline_seconds, "benchmark_wall_seconds": benchmark_seconds,
+              "oracle_ndcg@10": (results["oracle"] or {}).get("ndcg@10")}
+    with open(os.path.join(args.out, "parity.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    lines = ["| figure | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" if isinstance(v, float)
+                                                   else f"| {k} | {v} |" for k, v in report.items()]
+    with open(os.path.join(args.out, "parity.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
