@@ -75,3 +75,19 @@ def test_pipeline_run_missing_data_is_a_one_line_error(tmp_path, capsys):
 def test_pipeline_compile_wrong_suffix_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["pipeline", "compile", "--out", str(tmp_path / "p.txt"), "--image", "x"]) == 2
     assert "expected a .json or .yaml" in capsys.readouterr().err
+
+
+def test_benchmark_quality_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["benchmark", "quality", "--help"])
+    assert exit_info.value.code == 0
+    assert "--models" in capsys.readouterr().out
+
+
+def test_benchmark_quality_unknown_model_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "events.csv").write_text("user_id,item_id,scene,timestamp\nu1,a,feed,1\n")
+    code = cli.main(["benchmark", "quality", "--data", str(tmp_path), "--models", "bert5rec",
+                     "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model" in err[0]
