@@ -27,7 +27,7 @@ $(STAMP): requirements.lock requirements-nodeps.lock setup.py
 	@$(PY) -m pip install --quiet --upgrade "pip==24.2" $(PIP_QUIET)
 	@$(PY) -m pip install --quiet --no-deps -r requirements.lock $(PIP_QUIET)
 	@$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.lock $(PIP_QUIET)
-	@$(PY) -m pip install --quiet --no-deps --no-build-isolation --use-pep517 -e . $(PIP_QUIET)
+	@$(PY) -m pip install --quiet --no-deps --no-build-isolation --use-pep517 --config-settings editable_mode=compat -e . $(PIP_QUIET)
 	@$(PY) -c 'import dspnet_tf, tensorflow as tf; assert tf.keras.__name__.startswith("tf_keras"), tf.keras.__name__'
 	@touch $(STAMP)
 	@echo "[setup] ready: $(VENV)"
