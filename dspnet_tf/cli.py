@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 SCENE_NAMES = ("feed", "search", "live", "favorites", "cart", "messages")
 

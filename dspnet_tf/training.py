@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import tensorflow as tf
 
 from dspnet_tf.config import DSPnetConfig

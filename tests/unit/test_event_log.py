@@ -1,6 +1,5 @@
 """Event log reading, validation errors, loaders of other formats, leave-one-out splits."""
 
-import numpy as np
 import pytest
 
 from dspnet_tf.data.event_log import (EventLogError, load_kuairand, load_movielens_100k,

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import dspnet_tf
 from dspnet_tf import ABLATIONS, ConfigError, DSPnet, DSPnetConfig
 from dspnet_tf.data import make_dataset
 

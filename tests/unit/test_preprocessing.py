@@ -3,12 +3,10 @@
 import tempfile
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 
 def test_preprocessing_fn_vocabularies_padding_and_oov():
-    import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 

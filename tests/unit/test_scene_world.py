@@ -90,7 +90,7 @@ def test_generation_is_deterministic_for_a_seed_and_long_tailed():
 def test_scenes_behave_as_specified():
     world = SceneWorld(SceneWorldConfig(users=2000, items=300, categories=10, seed=2))
     log = world.generate()
-    live_hits = search_repeats = returns = returns_total = 0
+    live_hits = returns = returns_total = 0
     for seq_v, seq_s in zip(log.items, log.scenes):
         for t, (v, s) in enumerate(zip(seq_v, seq_s)):
             if s == LIVE:
