@@ -255,15 +255,18 @@ class DSPnet(tf.keras.Model):
         in-process API. The exported serving model uses TFRS's top-K layer instead.
 
         Returns:
-          dict with `item_ids` [B, k] int32 (best first), `item_scores` [B, k] and
+          dict with `item_ids` [B, k] int32 (best first, ids >= 2), `item_scores` [B, k] and
           `scene_probs` [B, scene_vocab_size] (padding id 0 has probability ~0).
         """
         inputs = {ITEM_IDS: tf.convert_to_tensor(item_ids), SCENE_IDS: tf.convert_to_tensor(scene_ids)}
         if target_scene is not None:
             inputs[TARGET_SCENE] = tf.convert_to_tensor(target_scene)
         outputs = self(inputs, training=False)
-        k = min(int(k), self.dspnet_config.item_vocab_size - 1)
-        scores, ids = tf.math.top_k(outputs["item_logits"], k=k)
+        # Padding (0) and the OOV bucket (1) are not items a client can be shown.
+        logits = outputs["item_logits"]
+        logits = tf.where(tf.range(tf.shape(logits)[1]) < 2, tf.cast(-1e9, logits.dtype), logits)
+        k = min(int(k), self.dspnet_config.item_vocab_size - 2)
+        scores, ids = tf.math.top_k(logits, k=k)
         return {
             "item_ids": ids,
             "item_scores": scores,
