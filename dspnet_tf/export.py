@@ -30,6 +30,17 @@ RAW_FEATURE_SPEC = {
 RESERVED_IDS = 2  # 0 padding, 1 out-of-vocabulary: never returned to clients
 
 
+def _raw_to_id_table(tokens: Sequence[str], default_id: int) -> tf.lookup.StaticHashTable:
+    """Raw id -> model id for the real tokens (ids >= RESERVED_IDS)."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(tokens[RESERVED_IDS:]), tf.string),
+            tf.range(RESERVED_IDS, len(tokens), dtype=tf.int64),
+        ),
+        default_value=default_id,
+    )
+
+
 class ServingModule(tf.Module):
     """Wraps model + preprocessing + id tables into the three signatures."""
 
@@ -48,20 +59,8 @@ class ServingModule(tf.Module):
         self.scene_tokens = tf.constant(list(scene_tokens), tf.string)
         self.top_k = min(int(top_k), len(item_tokens) - RESERVED_IDS)
         self.num_scenes = len(scene_tokens) - RESERVED_IDS
-        self.scene_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                self.scene_tokens[RESERVED_IDS:],
-                tf.range(RESERVED_IDS, len(scene_tokens), dtype=tf.int64),
-            ),
-            default_value=0,  # unknown target scene = "not given"
-        )
-        self.item_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                self.item_tokens[RESERVED_IDS:],
-                tf.range(RESERVED_IDS, len(item_tokens), dtype=tf.int64),
-            ),
-            default_value=1,
-        )
+        self.scene_table = _raw_to_id_table(scene_tokens, default_id=0)  # unknown = "not given"
+        self.item_table = _raw_to_id_table(item_tokens, default_id=1)  # unknown = OOV
 
     def _answer(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
         transformed = self.preprocess(

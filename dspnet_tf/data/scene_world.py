@@ -287,9 +287,10 @@ class SceneWorld:
         joint = self.oracle_joint(user, items, scenes)
         return joint.sum(axis=0), joint.sum(axis=1)
 
-    def to_json(self) -> str:
+    def to_json(self, **extra: object) -> str:
+        """The config (enough to rebuild the world exactly) plus any summary fields."""
         return json.dumps({"scene_world": dataclasses.asdict(self.config),
-                           "scene_names": list(self.config.scene_names)}, indent=2)
+                           "scene_names": list(self.config.scene_names), **extra}, indent=2)
 
 
 @dataclasses.dataclass
@@ -321,14 +322,9 @@ class SceneLog:
                     writer.writerow([f"u{user:06d}", f"i{item:05d}", names[scene], clock])
         os.replace(tmp, events_path)  # never leave a half-written log under the final name
         world_path = os.path.join(out_dir, "world.json")
-        payload = {
-            "scene_world": dataclasses.asdict(self.config),
-            "scene_names": list(names),
-            "users": len(self.items),
-            "events": self.num_events,
-        }
         with open(world_path, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
+            handle.write(SceneWorld(self.config).to_json(users=len(self.items),
+                                                         events=self.num_events))
         return {"events": events_path, "world": world_path}
 
 

@@ -280,17 +280,24 @@ class DSPnet(tf.keras.Model):
         step = tf.cast(self.optimizer.iterations, tf.int64) if self.optimizer else tf.constant(0, tf.int64)
         return tf.stack([tf.cast(self.dspnet_config.seed * 1000 + salt, tf.int64), step])
 
+    @staticmethod
+    def _next_event_targets(
+        items: tf.Tensor, scenes: tf.Tensor, dtype: tf.DType
+    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Position t predicts event t + 1: targets of positions [0, L-1) and their weights."""
+        valid = items > 0
+        next_scenes = tf.where(valid[:, 1:], scenes[:, 1:], 0)
+        return items[:, 1:], next_scenes, tf.cast(valid[:, :-1] & valid[:, 1:], dtype)
+
     def compute_losses(
         self, items: tf.Tensor, scenes: tf.Tensor, training: bool = True
     ) -> Dict[str, tf.Tensor]:
         """Every loss term on prepared ids, the weighted total under "loss", and "user_z"."""
         c = self.dspnet_config
         encoded = self.encode(items, scenes, training=training)
-        z, valid = encoded["z"], encoded["valid"]
-        # Position t predicts event t + 1: inputs are positions [0, L-1), targets [1, L).
+        z = encoded["z"]
         z_in = z[:, :-1]
-        next_items, next_scenes = items[:, 1:], tf.where(valid[:, 1:], scenes[:, 1:], 0)
-        weights = tf.cast(valid[:, :-1] & valid[:, 1:], z.dtype)
+        next_items, next_scenes, weights = self._next_event_targets(items, scenes, z.dtype)
 
         target_scene = None
         if c.target_scene_conditioning:
@@ -406,9 +413,7 @@ class DSPnet(tf.keras.Model):
         items, scenes, _ = self._prepare(features)
         c = self.dspnet_config
         z = self.encode(items, scenes, training=False)["z"]
-        valid = items > 0
-        next_items, next_scenes = items[:, 1:], tf.where(valid[:, 1:], scenes[:, 1:], 0)
-        weights = tf.cast(valid[:, :-1] & valid[:, 1:], z.dtype)
+        next_items, next_scenes, weights = self._next_event_targets(items, scenes, z.dtype)
         query = self.item_head(z[:, :-1])
         item_logits = score_all(query, self.item_encoder.embeddings, c.item_vocab_size)
         scene_logits = self.scene_logits(z[:, :-1])

@@ -24,15 +24,8 @@ class MostPopular:
     def __init__(self, item_sequences: Sequence[Sequence[int]],
                  scene_sequences: Sequence[Sequence[int]],
                  item_vocab_size: int, scene_vocab_size: int) -> None:
-        item_counts = np.bincount(np.concatenate([np.asarray(s, np.int64) for s in item_sequences] or [np.zeros(0, np.int64)]),
-                                  minlength=item_vocab_size)[:item_vocab_size].astype(np.float64)
-        scene_counts = np.bincount(np.concatenate([np.asarray(s, np.int64) for s in scene_sequences] or [np.zeros(0, np.int64)]),
-                                   minlength=scene_vocab_size)[:scene_vocab_size].astype(np.float64)
-        # log(1 + count): ties among unseen items stay ties (ranked pessimistically).
-        self.item_scores = np.log1p(item_counts).astype(np.float32)
-        self.item_scores[0] = -1e9
-        self.scene_scores = np.log1p(scene_counts).astype(np.float32)
-        self.scene_scores[0] = -1e9
+        self.item_scores = _popularity_scores(item_sequences, item_vocab_size)
+        self.scene_scores = _popularity_scores(scene_sequences, scene_vocab_size)
 
     def __call__(self, inputs: Mapping[str, np.ndarray], training: bool = False) -> Dict[str, tf.Tensor]:
         batch = int(np.shape(inputs["item_ids"])[0])
@@ -40,3 +33,12 @@ class MostPopular:
             "item_logits": tf.constant(np.tile(self.item_scores, (batch, 1))),
             "scene_logits": tf.constant(np.tile(self.scene_scores, (batch, 1))),
         }
+
+
+def _popularity_scores(sequences: Sequence[Sequence[int]], vocab_size: int) -> np.ndarray:
+    """log(1 + training count) per id (ties among unseen ids stay ties); padding never wins."""
+    ids = np.fromiter((i for seq in sequences for i in seq), dtype=np.int64)
+    counts = np.bincount(ids, minlength=vocab_size)[:vocab_size]
+    scores = np.log1p(counts).astype(np.float32)
+    scores[0] = -1e9
+    return scores
