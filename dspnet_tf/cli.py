@@ -244,6 +244,93 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_list(text: str) -> List[str]:
+    return [] if not text.strip() else [part.strip() for part in text.split(",")]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serves a model base path (`<dir>/<version>/saved_model.pb`) over TF Serving's gRPC and
+    REST APIs, loading new versions as they appear, until SIGTERM or Ctrl-C."""
+    import logging  # pylint: disable=import-outside-toplevel
+
+    from serving.model_manager import VersionPolicy  # pylint: disable=import-outside-toplevel
+    from serving.prediction import RequestLimits  # pylint: disable=import-outside-toplevel
+    from serving.server import ModelServer, ServerOptions  # pylint: disable=import-outside-toplevel
+
+    if not os.path.isdir(args.model_base_path):
+        raise UserError(f"--model-base-path {args.model_base_path}: no such folder (expected "
+                        "<dir>/<integer version>/saved_model.pb, e.g. a pipeline's "
+                        "serving/dspnet)")
+    try:
+        VersionPolicy.parse(args.version_policy)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca):
+        if path and not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+    labels = {}
+    for item in args.version_label or []:
+        label, _, version = item.partition("=")
+        if not label or not version.isdigit():
+            raise UserError(f"--version-label {item!r}: expected LABEL=VERSION, e.g. stable=3")
+        labels[label] = int(version)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    options = ServerOptions(
+        model_base_path=args.model_base_path, model_name=args.model_name, host=args.host,
+        port=args.port, rest_port=None if args.rest_port == -1 else args.rest_port,
+        version_policy=args.version_policy, version_labels=labels,
+        poll_seconds=args.poll_seconds,
+        limits=RequestLimits(max_request_bytes=args.max_request_bytes,
+                             max_batch_size=args.max_batch_size, max_history=args.max_history),
+        workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca)
+    try:
+        server = ModelServer(options)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise UserError(f"cannot start the server: {err}") from None
+    server.start()
+    print(f"serving {args.model_name!r}: gRPC {args.host}:{server.port}"
+          + (f", REST http{'s' if args.tls_cert else ''}://{args.host}:{server.rest_port}"
+             if server.rest_port else "") + "  (Ctrl-C or SIGTERM to stop)", flush=True)
+    server.serve_until_signal()
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Asks a running server (ours or tensorflow_model_server) for one user's recommendations."""
+    import grpc  # pylint: disable=import-outside-toplevel
+
+    from serving.client import DSPnetClient  # pylint: disable=import-outside-toplevel
+
+    items, scenes = _split_list(args.items), _split_list(args.scenes)
+    if len(items) != len(scenes):
+        raise UserError(f"--items has {len(items)} events but --scenes has {len(scenes)}; "
+                        "give one scene per item")
+    if args.ca_cert and not os.path.isfile(args.ca_cert):
+        raise UserError(f"--ca-cert {args.ca_cert}: no such file")
+    client = DSPnetClient(args.server, args.model_name, version=args.version,
+                          timeout=args.timeout, root_certificates=args.ca_cert)
+    try:
+        answer = client.recommend(items, scenes, target_scene=args.target_scene, k=args.k)
+    except grpc.RpcError as err:
+        raise UserError(f"{args.server}: {err.code().name}: {err.details()}") from None
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps({"model_version": answer.model_version,
+                          "items": answer.items, "scores": answer.scores,
+                          "next_scenes": dict(answer.next_scenes)}, indent=2))
+        return 0
+    print(f"model {args.model_name} version {answer.model_version}")
+    for rank, (item, score) in enumerate(zip(answer.items, answer.scores), 1):
+        print(f"  {rank:2d}. {item}  {score:.4f}")
+    print("next scene: " + ", ".join(f"{s} {p:.2f}" for s, p in answer.next_scenes))
+    return 0
+
+
 def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="scene-driven",
                         choices=("scene-driven", "transitions"),
@@ -358,6 +445,60 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--scene-dim", type=_positive_int, help="scene width (default: 16)")
     quality.add_argument("--out", required=True, help="output folder")
     quality.set_defaults(func=cmd_benchmark_quality)
+
+    serve = sub.add_parser("serve", help="serve a model over TF Serving's gRPC and REST APIs",
+                           description=cmd_serve.__doc__)
+    serve.add_argument("--model-base-path", required=True,
+                       help="folder of version subfolders, e.g. <pipeline out>/serving/dspnet")
+    serve.add_argument("--model-name", default="dspnet",
+                       help="name clients ask for (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to bind; use 0.0.0.0 only behind a firewall "
+                            "(default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default: %(default)s)")
+    serve.add_argument("--rest-port", type=int, default=8501,
+                       help="REST port; -1 turns REST off (default: %(default)s)")
+    serve.add_argument("--version-policy", default="latest",
+                       help="latest, latest:N, all or specific:V1,V2 (default: %(default)s)")
+    serve.add_argument("--version-label", action="append", metavar="LABEL=VERSION",
+                       help="name a version for model_spec.version_label, repeatable")
+    serve.add_argument("--poll-seconds", type=float, default=2.0,
+                       help="how often to look for new versions (default: %(default)s)")
+    serve.add_argument("--max-batch-size", type=_positive_int, default=1024,
+                       help="rows per request (default: %(default)s)")
+    serve.add_argument("--max-history", type=_positive_int, default=2048,
+                       help="events per dense history (default: %(default)s)")
+    serve.add_argument("--max-request-bytes", type=_positive_int, default=4 * 1024 * 1024,
+                       help="bytes per request (default: %(default)s)")
+    serve.add_argument("--workers", type=_positive_int, default=8,
+                       help="gRPC worker threads (default: %(default)s)")
+    serve.add_argument("--tls-cert", help="PEM server certificate (with --tls-key: TLS on)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", help="PEM CA; clients must present a certificate "
+                                               "it signed")
+    serve.add_argument("--verbose", action="store_true", help="log every request")
+    serve.set_defaults(func=cmd_serve)
+
+    recommend = sub.add_parser("recommend", help="query a running server for one user",
+                               description=cmd_recommend.__doc__)
+    recommend.add_argument("--server", default="127.0.0.1:8500",
+                           help="gRPC HOST:PORT (default: %(default)s)")
+    recommend.add_argument("--items", required=True,
+                           help="the user's item ids, comma-separated, oldest first ('' = none)")
+    recommend.add_argument("--scenes", required=True,
+                           help="the scene of each item, comma-separated, e.g. feed,search,live")
+    recommend.add_argument("--target-scene", help="the scene the list will be shown in")
+    recommend.add_argument("--k", type=_positive_int, help="how many items (default: all the "
+                                                           "model returns)")
+    recommend.add_argument("--model-name", default="dspnet",
+                           help="served model name (default: %(default)s)")
+    recommend.add_argument("--version", type=_positive_int,
+                           help="model version (default: the newest served)")
+    recommend.add_argument("--timeout", type=float, default=10.0,
+                           help="seconds (default: %(default)s)")
+    recommend.add_argument("--ca-cert", help="PEM CA of the server's certificate (TLS)")
+    recommend.add_argument("--json", action="store_true", help="print JSON")
+    recommend.set_defaults(func=cmd_recommend)
 
     train = sub.add_parser("train", help="train DSPnet and save a SavedModel",
                            description=cmd_train.__doc__)

@@ -15,7 +15,7 @@ integer ids. Signatures:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -30,6 +30,17 @@ RAW_FEATURE_SPEC = {
 RESERVED_IDS = 2  # 0 padding, 1 out-of-vocabulary: never returned to clients
 
 
+def left_pad_sparse(ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
+    """Each row's most recent `max_len` ids, left padded with 0 -> dense int64 [B, max_len].
+
+    The one truncation rule of serving and of TF Transform: histories longer than the model's
+    length keep their most recent events.
+    """
+    ragged = tf.RaggedTensor.from_sparse(ids)[:, -max_len:]
+    reversed_dense = ragged[:, ::-1].to_tensor(default_value=0, shape=[None, max_len])
+    return tf.reverse(reversed_dense, axis=[1])
+
+
 def _raw_to_id_table(tokens: Sequence[str], default_id: int) -> tf.lookup.StaticHashTable:
     """Raw id -> model id for the real tokens (ids >= RESERVED_IDS)."""
     return tf.lookup.StaticHashTable(
@@ -39,6 +50,36 @@ def _raw_to_id_table(tokens: Sequence[str], default_id: int) -> tf.lookup.Static
         ),
         default_value=default_id,
     )
+
+
+class VocabularyPreprocess(tf.Module):
+    """Raw string histories -> the model's int ids, for models trained outside TF Transform.
+
+    The `model.fit` user's counterpart of TFT's `TransformFeaturesLayer`: the vocabularies
+    become hash tables inside the SavedModel, unknown raw ids map to OOV (1), and histories are
+    truncated to their most recent `max_len` events and left padded with 0.
+
+    Args:
+      item_tokens: raw item id of each model id (index 0 padding, 1 OOV, then the catalog).
+      scene_tokens: raw scene name of each model scene id (same convention).
+      max_len: the model's history length.
+    """
+
+    def __init__(self, item_tokens: Sequence[str], scene_tokens: Sequence[str],
+                 max_len: int) -> None:
+        super().__init__(name="vocabulary_preprocess")
+        self.item_table = _raw_to_id_table(item_tokens, default_id=1)
+        self.scene_table = _raw_to_id_table(scene_tokens, default_id=1)
+        self.max_len = int(max_len)
+
+    def __call__(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
+        items, scenes = raw[ITEM_HISTORY], raw[SCENE_HISTORY]
+        item_ids = tf.SparseTensor(items.indices, self.item_table.lookup(items.values),
+                                   items.dense_shape)
+        scene_ids = tf.SparseTensor(scenes.indices, self.scene_table.lookup(scenes.values),
+                                    scenes.dense_shape)
+        return {"item_ids": left_pad_sparse(item_ids, self.max_len),
+                "scene_ids": left_pad_sparse(scene_ids, self.max_len)}
 
 
 class ServingModule(tf.Module):
@@ -61,8 +102,17 @@ class ServingModule(tf.Module):
         self.num_scenes = len(scene_tokens) - RESERVED_IDS
         self.scene_table = _raw_to_id_table(scene_tokens, default_id=0)  # unknown = "not given"
         self.item_table = _raw_to_id_table(item_tokens, default_id=1)  # unknown = OOV
+        # log 1/rank: a Zipf-shaped stand-in for popularity, in vocabulary (frequency) order.
+        ranks = tf.range(1, len(item_tokens) - RESERVED_IDS + 1, dtype=tf.float32)
+        self.popularity_prior = -tf.math.log(ranks)
 
     def _answer(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
+        # One scene per event: a malformed request fails here (INVALID_ARGUMENT when served)
+        # instead of being answered with misaligned sequences.
+        tf.debugging.assert_equal(
+            tf.RaggedTensor.from_sparse(raw[ITEM_HISTORY]).row_lengths(),
+            tf.RaggedTensor.from_sparse(raw[SCENE_HISTORY]).row_lengths(),
+            message="scene_history must have one scene per item_history event")
         transformed = self.preprocess(
             {ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]}
         )
@@ -75,7 +125,12 @@ class ServingModule(tf.Module):
              "target_scene": target},
             training=False,
         )
-        item_scores, item_index = tf.math.top_k(outputs["item_logits"][:, RESERVED_IDS:], self.top_k)
+        item_logits = outputs["item_logits"][:, RESERVED_IDS:]
+        # An empty history carries no signal, so every item scores alike; answer it with the
+        # most frequent items instead (both TFT's and our vocabularies are frequency ordered).
+        empty = tf.reduce_all(transformed["item_ids"] == 0, axis=1, keepdims=True)
+        item_logits = tf.where(empty, self.popularity_prior[tf.newaxis], item_logits)
+        item_scores, item_index = tf.math.top_k(item_logits, self.top_k)
         scene_probs = tf.nn.softmax(outputs["scene_logits"][:, RESERVED_IDS:], axis=-1)
         scene_probs, scene_index = tf.math.top_k(scene_probs, self.num_scenes)
         return {
@@ -107,7 +162,6 @@ class ServingModule(tf.Module):
         raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
         return self.preprocess({ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]})
 
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def evaluate_ranking(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
@@ -132,22 +186,33 @@ class ServingModule(tf.Module):
 def export_serving_model(
     model: tf.keras.Model,
     export_dir: str,
-    preprocess: Callable[[Dict[str, tf.SparseTensor]], Dict[str, tf.Tensor]],
+    preprocess: Optional[Callable[[Dict[str, tf.SparseTensor]], Dict[str, tf.Tensor]]],
     item_tokens: Sequence[str],
     scene_tokens: Sequence[str],
     top_k: int = 20,
 ) -> str:
     """Writes a SavedModel with `serving_default`, `predict_raw` and `transform_features`.
 
+    The one export of the project: the TFX Trainer passes TF Transform's layer, `model.fit`
+    users pass `preprocess=None` and get a `VocabularyPreprocess` built from the tokens.
+
+    Example (after `model.fit` on ids from your own vocabularies):
+      >>> export_serving_model(model, "models/dspnet/1", None,
+      ...                      item_tokens=["", "<oov>", "sku1", "sku2"],
+      ...                      scene_tokens=["", "<oov>", "feed", "search"])
+
     Args:
       model: a trained DSPnet (any model whose call returns item_logits / scene_logits).
       export_dir: where to write (a TF Serving version directory, or Trainer's serving dir).
       preprocess: raw sparse string histories -> {"item_ids", "scene_ids"} int [B, L]
         (TFT's `TransformFeaturesLayer` in the pipeline). Tracked, so its assets are saved.
+        None: look the tokens up in tables (`VocabularyPreprocess`, the model's max_len).
       item_tokens: raw item id of each model id (0 padding, 1 OOV first).
       scene_tokens: raw scene name of each model scene id (same convention).
       top_k: K of `item_ids` / `item_scores`.
     """
+    if preprocess is None:
+        preprocess = VocabularyPreprocess(item_tokens, scene_tokens, model.dspnet_config.max_len)
     module = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k)
     signatures = {
         "serving_default": module.serve_examples.get_concrete_function(),
@@ -155,5 +220,13 @@ def export_serving_model(
         "transform_features": module.transform_features.get_concrete_function(),
         "evaluate_ranking": module.evaluate_ranking.get_concrete_function(),
     }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
+    # Saving lists every training-only layer (augmenter, discriminator, ...) it skips, at
+    # WARNING level; none of it is actionable for whoever exports, so keep the log readable.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        tf.saved_model.save(module, export_dir, signatures=signatures)
+    finally:
+        logger.setLevel(level)
     return export_dir

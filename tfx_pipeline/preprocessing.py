@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from dspnet_tf.export import left_pad_sparse as left_pad
 from tfx_pipeline import features
 
 DEFAULTS = {"max_len": 50, "item_frequency_threshold": 0, "item_oov_buckets": 0}
@@ -15,13 +16,6 @@ DEFAULTS = {"max_len": 50, "item_frequency_threshold": 0, "item_oov_buckets": 0}
 def to_model_ids(vocab_ids: tf.Tensor) -> tf.Tensor:
     """TFT vocabulary ids -> the model's ids: 0 padding, 1 unknown (-1 from TFT), else id + 2."""
     return tf.where(vocab_ids < 0, tf.ones_like(vocab_ids), vocab_ids + 2)
-
-
-def left_pad(ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
-    """Each row's most recent `max_len` ids, left padded with 0 -> dense int64 [B, max_len]."""
-    ragged = tf.RaggedTensor.from_sparse(ids)[:, -max_len:]
-    reversed_dense = ragged[:, ::-1].to_tensor(default_value=0, shape=[None, max_len])
-    return tf.reverse(reversed_dense, axis=[1])
 
 
 def _as_sparse(value: Any) -> tf.SparseTensor:

@@ -1,0 +1,225 @@
+"""A Python client for a served DSPnet, over TF Serving's gRPC API only.
+
+It builds `tf.train.Example`s as the serving contract describes and calls
+`PredictionService.Predict`, `GetModelMetadata` and `ModelService.GetModelStatus`, so it works
+unchanged against `tensorflow_model_server` or this project's local server.
+
+    >>> with DSPnetClient("127.0.0.1:8500") as client:
+    ...     client.wait_until_ready()
+    ...     answer = client.recommend(["i12", "i7"], ["feed", "search"], k=5)
+    ...     answer.items, answer.next_scenes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import grpc
+from tensorflow.core.example import example_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+History = Sequence[str]
+
+
+@dataclasses.dataclass
+class Recommendation:
+    """One user's answer: top-K items (best first) and the next scene distribution."""
+
+    items: List[str]
+    scores: List[float]
+    scenes: List[str]
+    scene_probs: List[float]
+    model_version: int
+
+    @property
+    def next_scenes(self) -> List[Tuple[str, float]]:
+        return list(zip(self.scenes, self.scene_probs))
+
+
+def make_example(item_history: History, scene_history: History,
+                 target_scene: Optional[str] = None) -> bytes:
+    """A serialized tf.Example in the contract's format (raw ids, oldest first)."""
+    items, scenes = [str(i) for i in item_history], [str(s) for s in scene_history]
+    if len(items) != len(scenes):
+        raise ValueError(f"item_history has {len(items)} events but scene_history has "
+                         f"{len(scenes)}; give one scene per event")
+    example = example_pb2.Example()
+    example.features.feature["item_history"].bytes_list.value.extend(x.encode() for x in items)
+    example.features.feature["scene_history"].bytes_list.value.extend(
+        x.encode() for x in scenes)
+    if target_scene is not None:
+        example.features.feature["target_scene"].bytes_list.value.append(
+            str(target_scene).encode())
+    return example.SerializeToString()
+
+
+def _string_tensor(values: Sequence[bytes]) -> tensor_pb2.TensorProto:
+    # Built directly from the proto: no TensorFlow runtime call needed on the client side.
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))]),
+        string_val=list(values))
+
+
+def _rows(proto: tensor_pb2.TensorProto) -> list:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return tf.make_ndarray(proto).tolist()
+
+
+class DSPnetClient:
+    """Talks to a served DSPnet through TF Serving's gRPC API.
+
+    Args:
+      target: "host:port" of the gRPC endpoint (TF Serving's default port is 8500).
+      model_name: the served model's name.
+      version: ask for this version (default: the newest the server serves).
+      timeout: default seconds per call.
+      root_certificates: PEM path (or bytes) of the CA that signed the server's certificate;
+        given, the channel uses TLS.
+      client_certificate / client_key: PEM paths for servers that require client certificates.
+    """
+
+    def __init__(self, target: str, model_name: str = "dspnet", *, version: Optional[int] = None,
+                 timeout: float = 10.0,
+                 root_certificates: Optional[Union[str, bytes]] = None,
+                 client_certificate: Optional[str] = None,
+                 client_key: Optional[str] = None) -> None:
+        self.target = target
+        self.model_name = model_name
+        self.version = version
+        self.timeout = timeout
+        if root_certificates is not None:
+            def read(value):
+                if value is None or isinstance(value, bytes):
+                    return value
+                with open(value, "rb") as handle:
+                    return handle.read()
+            credentials = grpc.ssl_channel_credentials(read(root_certificates), read(client_key),
+                                                       read(client_certificate))
+            self.channel = grpc.secure_channel(target, credentials)
+        else:
+            self.channel = grpc.insecure_channel(target)
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    # -- requests -------------------------------------------------------------------------
+    def _spec(self, spec, version: Optional[int], signature_name: str = "") -> None:
+        spec.name = self.model_name
+        version = self.version if version is None else version
+        if version is not None:
+            spec.version.value = int(version)
+        if signature_name:
+            spec.signature_name = signature_name
+
+    def predict(self, examples: Sequence[bytes], signature_name: str = "serving_default",
+                version: Optional[int] = None, timeout: Optional[float] = None):
+        """Raw Predict on serialized Examples; returns the PredictResponse."""
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, version, signature_name)
+        request.inputs["examples"].CopyFrom(_string_tensor(list(examples)))
+        return self.predictions.Predict(request, timeout=timeout or self.timeout)
+
+    def recommend_batch(self, item_histories: Sequence[History],
+                        scene_histories: Sequence[History],
+                        target_scenes: Optional[Sequence[Optional[str]]] = None,
+                        k: Optional[int] = None, timeout: Optional[float] = None,
+                        version: Optional[int] = None) -> List[Recommendation]:
+        """Top-k items and next-scene probabilities for several users in one request."""
+        if len(item_histories) != len(scene_histories):
+            raise ValueError(f"{len(item_histories)} item histories but {len(scene_histories)} "
+                             "scene histories")
+        targets = list(target_scenes) if target_scenes is not None else \
+            [None] * len(item_histories)
+        examples = [make_example(items, scenes, target)
+                    for items, scenes, target in zip(item_histories, scene_histories, targets)]
+        response = self.predict(examples, version=version, timeout=timeout)
+        outputs = response.outputs
+        item_ids, item_scores = _rows(outputs["item_ids"]), _rows(outputs["item_scores"])
+        scene_ids, scene_probs = _rows(outputs["scene_ids"]), _rows(outputs["scene_probs"])
+        served_k = len(item_ids[0]) if item_ids else 0
+        if k is not None and not 1 <= k <= served_k:
+            raise ValueError(f"k={k}: the served model returns at most {served_k} items "
+                             "(its top_k at export)")
+        k = served_k if k is None else k
+        return [Recommendation([x.decode() for x in ids[:k]], [float(s) for s in scores[:k]],
+                               [x.decode() for x in scenes], [float(p) for p in probs],
+                               response.model_spec.version.value)
+                for ids, scores, scenes, probs in zip(item_ids, item_scores, scene_ids,
+                                                      scene_probs)]
+
+    def recommend(self, item_history: History, scene_history: History,
+                  target_scene: Optional[str] = None, k: Optional[int] = None,
+                  timeout: Optional[float] = None,
+                  version: Optional[int] = None) -> Recommendation:
+        """Top-k items for one user's history (raw item ids and scene names, oldest first).
+
+        `target_scene` is the scene the list will be shown in, if known. Unknown items and an
+        empty history are fine: the model maps them to out-of-vocabulary ids.
+        """
+        return self.recommend_batch([item_history], [scene_history], [target_scene], k=k,
+                                    timeout=timeout, version=version)[0]
+
+    def next_scene(self, item_history: History, scene_history: History,
+                   timeout: Optional[float] = None) -> List[Tuple[str, float]]:
+        """The next-scene distribution for one user, most likely first."""
+        return self.recommend(item_history, scene_history, timeout=timeout).next_scenes
+
+    # -- model information ----------------------------------------------------------------
+    def metadata(self, timeout: Optional[float] = None) -> Dict[str, Dict[str, Dict[str, str]]]:
+        """signature name -> {"inputs": {name: dtype}, "outputs": {name: dtype}}."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec, None)
+        response = self.predictions.GetModelMetadata(request, timeout=timeout or self.timeout)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {name: {side: {key: types_pb2.DataType.Name(info.dtype)
+                              for key, info in getattr(signature, side).items()}
+                       for side in ("inputs", "outputs")}
+                for name, signature in signature_map.signature_def.items()}
+
+    def status(self, timeout: Optional[float] = None) -> List[Dict[str, object]]:
+        """[{"version", "state", "error"}] for every version the server knows, newest first."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        response = self.models.GetModelStatus(request, timeout=timeout or self.timeout)
+        states = get_model_status_pb2.ModelVersionStatus.State
+        return [{"version": s.version, "state": states.Name(s.state),
+                 "error": s.status.error_message}
+                for s in response.model_version_status]
+
+    def wait_until_ready(self, timeout: float = 60.0) -> int:
+        """Blocks until a version is AVAILABLE; returns it. TimeoutError after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                available = [s["version"] for s in self.status(timeout=2.0)
+                             if s["state"] == "AVAILABLE"]
+                if available:
+                    return max(available)
+                last_error = "no version AVAILABLE yet"
+            except grpc.RpcError as err:
+                last_error = f"{err.code().name}: {err.details()}"
+            time.sleep(0.2)
+        raise TimeoutError(f"model {self.model_name!r} at {self.target} not ready after "
+                           f"{timeout:.0f} s ({last_error})")
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "DSPnetClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,119 @@
+"""TF Serving's gRPC services over a `ModelManager`: PredictionService and ModelService.
+
+Implemented on the official `tensorflow_serving.apis` protos and generated servicers, so any
+TF Serving client (ours, or one written for `tensorflow_model_server`) talks to it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.errors import ServingError
+from serving.model_manager import ModelManager
+from serving.prediction import RequestLimits, array_input, run_signature
+
+LOG = logging.getLogger("dspnet.serving")
+
+
+def _model_spec_version(spec) -> Optional[int]:
+    return spec.version.value if spec.HasField("version") else None
+
+
+def _guarded(method: Callable) -> Callable:
+    """Turns ServingError into its status code; anything else is logged as a server bug."""
+
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except ServingError as err:
+            context.abort(err.code, err.message)
+        except Exception:  # pylint: disable=broad-except
+            LOG.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed; see server log")
+        return None  # unreachable: abort raises
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata (Classify, Regress, MultiInference: UNIMPLEMENTED)."""
+
+    def __init__(self, manager: ModelManager, limits: RequestLimits) -> None:
+        self.manager = manager
+        self.limits = limits
+
+    @_guarded
+    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+        spec = request.model_spec
+        loaded = self.manager.resolve(spec.name, _model_spec_version(spec), spec.version_label)
+        inputs = array_input(request.inputs, loaded, spec.signature_name, self.limits)
+        outputs = run_signature(loaded, spec.signature_name, inputs, request.output_filter)
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = self.manager.name
+        response.model_spec.version.value = loaded.version
+        response.model_spec.signature_name = spec.signature_name or "serving_default"
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+    @_guarded
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        spec = request.model_spec
+        loaded = self.manager.resolve(spec.name, _model_spec_version(spec), spec.version_label)
+        fields = list(request.metadata_field)
+        if fields != ["signature_def"]:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"metadata_field must be ['signature_def'], got {fields}")
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature in loaded.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(signature)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = self.manager.name
+        response.model_spec.version.value = loaded.version
+        response.metadata["signature_def"].Pack(signature_map)
+        return response
+
+
+def status_response(manager: ModelManager, name: str, version: Optional[int]):
+    """GetModelStatusResponse for a model (all versions, or one)."""
+    response = get_model_status_pb2.GetModelStatusResponse()
+    states = get_model_status_pb2.ModelVersionStatus.State
+    for status in manager.statuses(name, version):
+        entry = response.model_version_status.add()
+        entry.version = status.version
+        entry.state = states.Value(status.state)
+        entry.status.error_code = status.error_code.value[0]
+        entry.status.error_message = status.error_message
+    return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus (HandleReloadConfigRequest: UNIMPLEMENTED; the base path is polled)."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    @_guarded
+    def GetModelStatus(self, request, context):  # noqa: N802
+        spec = request.model_spec
+        return status_response(self.manager, spec.name, _model_spec_version(spec))
+
+
+def add_services(server: grpc.Server, manager: ModelManager, limits: RequestLimits) -> None:
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(manager, limits), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)

@@ -1,0 +1,159 @@
+"""A local model server with TF Serving's gRPC and REST APIs.
+
+The TF Serving binary cannot be installed everywhere (e.g. CI and this project's dev machines),
+so this server implements the same API on the same protos for the client, the demo and the tests.
+Production deployments use the real `tensorflow/serving` image (see `serving/deploy/`); clients
+do not change.
+
+    server = ModelServer(ServerOptions(model_base_path="serving/dspnet"))
+    server.start()          # loads the newest version, then polls for new ones
+    ...                     # gRPC on 127.0.0.1:8500, REST on 127.0.0.1:8501
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import ssl
+import threading
+from concurrent import futures
+from typing import Dict, Optional
+
+import grpc
+
+from serving.grpc_service import add_services
+from serving.model_manager import ModelManager, VersionPolicy
+from serving.prediction import RequestLimits
+from serving.rest import RestServer
+
+LOG = logging.getLogger("dspnet.serving")
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """Everything `dspnet serve` can set; the defaults are those of `tensorflow_model_server`
+    where it has one, except the host: 127.0.0.1 unless you ask for more.
+
+    Attributes:
+      model_base_path: folder of integer version subfolders (Pusher's push destination).
+      model_name: the name clients ask for.
+      host: interface to bind; 127.0.0.1 by default (never all interfaces unless asked).
+      port: gRPC port (0: any free port).
+      rest_port: REST port (0: any free port; None: no REST).
+      version_policy: "latest", "latest:N", "all" or "specific:V1,V2".
+      version_labels: label -> version for `model_spec.version_label`.
+      poll_seconds: how often to look for new versions.
+      limits: request limits (size, batch, history length).
+      workers: gRPC worker threads; `max_concurrent_rpcs` beyond them get RESOURCE_EXHAUSTED.
+      tls_cert / tls_key: PEM paths; with both, gRPC and REST use TLS.
+      tls_client_ca: PEM path; if set, clients must present a certificate it signed.
+    """
+
+    model_base_path: str
+    model_name: str = "dspnet"
+    host: str = "127.0.0.1"
+    port: int = 8500
+    rest_port: Optional[int] = 8501
+    version_policy: str = "latest"
+    version_labels: Dict[str, int] = dataclasses.field(default_factory=dict)
+    poll_seconds: float = 2.0
+    limits: RequestLimits = dataclasses.field(default_factory=RequestLimits)
+    workers: int = 8
+    max_concurrent_rpcs: int = 256
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    tls_client_ca: Optional[str] = None
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+class ModelServer:
+    """gRPC + REST front ends over one `ModelManager`."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        if bool(options.tls_cert) != bool(options.tls_key):
+            raise ValueError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        self.options = options
+        self.manager = ModelManager(options.model_name, options.model_base_path,
+                                    VersionPolicy.parse(options.version_policy),
+                                    options.poll_seconds, options.version_labels)
+        limits = options.limits
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=options.workers,
+                                       thread_name_prefix="grpc-worker"),
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+            options=[("grpc.max_receive_message_length", limits.max_request_bytes),
+                     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                     ("grpc.so_reuseport", 0)],
+        )
+        add_services(self.grpc_server, self.manager, limits)
+        address = f"{options.host}:{options.port}"
+        if options.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(_read(options.tls_key), _read(options.tls_cert))],
+                root_certificates=_read(options.tls_client_ca) if options.tls_client_ca else None,
+                require_client_auth=bool(options.tls_client_ca))
+            self.port = self.grpc_server.add_secure_port(address, credentials)
+        else:
+            self.port = self.grpc_server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"could not bind gRPC to {address} (port in use?)")
+        self.rest: Optional[RestServer] = None
+        if options.rest_port is not None:
+            context = None
+            if options.tls_cert:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(options.tls_cert, options.tls_key)
+                if options.tls_client_ca:
+                    context.load_verify_locations(options.tls_client_ca)
+                    context.verify_mode = ssl.CERT_REQUIRED
+            self.rest = RestServer(self.manager, options.host, options.rest_port, limits, context)
+        self.rest_port = self.rest.port if self.rest else None
+        self._stopped = threading.Event()
+
+    def start(self) -> "ModelServer":
+        """Loads the current versions, starts polling and both front ends."""
+        self.manager.start()
+        self.grpc_server.start()
+        if self.rest:
+            self.rest.start()
+        LOG.info("serving model %r from %s: gRPC %s:%d%s; versions %s", self.options.model_name,
+                 self.manager.base_path, self.options.host, self.port,
+                 f", REST {self.options.host}:{self.rest_port}" if self.rest else "",
+                 self.manager.serving_versions or "none yet (polling)")
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops taking requests, lets those in flight finish (up to `grace` s), stops polling."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.rest:
+            self.rest.stop()
+        self.grpc_server.stop(grace).wait()
+        self.manager.stop()
+        LOG.info("server stopped")
+
+    def __enter__(self) -> "ModelServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def serve_until_signal(self) -> None:
+        """Blocks until SIGTERM or SIGINT, then shuts down cleanly."""
+        done = threading.Event()
+
+        def on_signal(signum, _frame) -> None:
+            LOG.info("received %s; shutting down", signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        done.wait()
+        self.stop()

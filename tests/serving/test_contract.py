@@ -1,0 +1,117 @@
+"""The SavedModel follows serving-contract.md: signatures, names, dtypes, shapes, behaviour."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving.client import make_example
+from serving.testing import item_names
+
+CONTRACT = {
+    "serving_default": ({"examples": ("DT_STRING", "(-1)")},
+                        {"item_ids": ("DT_STRING", "(-1, 10)"), "item_scores": ("DT_FLOAT", "(-1, 10)"),
+                         "scene_ids": ("DT_STRING", "(-1, 5)"), "scene_probs": ("DT_FLOAT", "(-1, 5)")}),
+    "predict_raw": ({"item_history": ("DT_STRING", "(-1, -1)"),
+                     "scene_history": ("DT_STRING", "(-1, -1)")},
+                    {"item_ids": ("DT_STRING", "(-1, 10)"), "scene_probs": ("DT_FLOAT", "(-1, 5)")}),
+    "transform_features": ({"examples": ("DT_STRING", "(-1)")},
+                           {"item_ids": ("DT_INT64", "(-1, 8)"), "scene_ids": ("DT_INT64", "(-1, 8)")}),
+}
+
+
+def saved_model_cli_signatures(export_dir: str) -> dict:
+    """`saved_model_cli show --all` parsed to {signature: {"inputs"/"outputs": {name: {dtype, shape}}}}."""
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    text = subprocess.run([cli, "show", "--dir", export_dir, "--all"], check=True,
+                          capture_output=True, text=True).stdout
+    signatures, current, tensor = {}, None, None
+    for line in text.splitlines():
+        header = re.match(r"signature_def\['(.+)'\]:", line.strip())
+        if header:
+            current = signatures.setdefault(header.group(1), {"inputs": {}, "outputs": {}})
+            continue
+        named = re.match(r"\s*(inputs|outputs)\['(.+)'\] tensor_info:", line)
+        if named and current is not None:
+            tensor = current[named.group(1)].setdefault(named.group(2), {})
+        elif tensor is not None and line.strip().startswith(("dtype:", "shape:")):
+            key, value = line.strip().split(":", 1)
+            tensor[key] = value.strip()
+    return signatures
+
+
+def check_contract(signatures: dict, contract: dict = CONTRACT) -> None:
+    for name, (inputs, outputs) in contract.items():
+        assert name in signatures, f"signature {name} missing: {sorted(signatures)}"
+        for side, expected in (("inputs", inputs), ("outputs", outputs)):
+            for tensor, (dtype, shape) in expected.items():
+                found = signatures[name][side].get(tensor)
+                assert found == {"dtype": dtype, "shape": shape}, (name, side, tensor, found)
+
+
+def test_saved_model_cli_lists_the_contract_signatures(exported_versions):
+    check_contract(saved_model_cli_signatures(exported_versions[1]))
+
+
+@pytest.fixture(scope="module")
+def loaded(exported_versions):
+    return tf.saved_model.load(exported_versions[1])
+
+
+def _answer(loaded, items, scenes, target=None):
+    out = loaded.signatures["serving_default"](
+        examples=tf.constant([make_example(items, scenes, target)]))
+    return {k: v.numpy()[0] for k, v in out.items()}
+
+
+def test_unknown_items_and_scenes_are_answered_and_never_returned(loaded):
+    known = item_names(40)
+    answer = _answer(loaded, ["i00003", "never-seen", "i00007"], ["feed", "no-such-scene", "live"])
+    ids = [x.decode() for x in answer["item_ids"]]
+    assert len(ids) == 10 and set(ids) <= set(known)
+    np.testing.assert_allclose(answer["scene_probs"].sum(), 1.0, rtol=1e-5)
+    assert np.all(np.diff(answer["item_scores"]) <= 0)
+
+
+def test_empty_history_gets_the_most_frequent_items(loaded):
+    answer = _answer(loaded, [], [])
+    # Vocabularies are frequency ordered, so the answer is the head of the catalog.
+    assert [x.decode() for x in answer["item_ids"]] == item_names(10)
+
+
+def test_a_long_history_uses_its_most_recent_events(loaded):
+    rng = np.random.default_rng(0)
+    items = [f"i{i:05d}" for i in rng.integers(0, 40, size=30)]
+    scenes = [str(s) for s in rng.choice(["feed", "search", "live"], size=30)]
+    full, recent = _answer(loaded, items, scenes), _answer(loaded, items[-8:], scenes[-8:])
+    assert list(full["item_ids"]) == list(recent["item_ids"])
+    np.testing.assert_allclose(full["item_scores"], recent["item_scores"], rtol=1e-5)
+    older = _answer(loaded, items[-9:-1], scenes[-9:-1])
+    assert not np.allclose(full["item_scores"], older["item_scores"])
+
+
+def test_predict_raw_equals_serving_default_and_ignores_padding(loaded):
+    items, scenes = ["i00001", "i00005", "i00009"], ["feed", "search", "cart"]
+    expected = _answer(loaded, items, scenes)
+    raw = loaded.signatures["predict_raw"](
+        item_history=tf.constant([items + ["", ""], ["", "", "i00002", "i00004", "i00006"]]),
+        scene_history=tf.constant([scenes + ["", ""], ["", "", "feed", "feed", "live"]]))
+    assert [x.decode() for x in raw["item_ids"].numpy()[0]] == \
+        [x.decode() for x in expected["item_ids"]]
+    np.testing.assert_allclose(raw["item_scores"].numpy()[0], expected["item_scores"], rtol=1e-5)
+    second = _answer(loaded, ["i00002", "i00004", "i00006"], ["feed", "feed", "live"])
+    np.testing.assert_allclose(raw["item_scores"].numpy()[1], second["item_scores"], rtol=1e-5)
+
+
+def test_a_scene_history_of_another_length_is_refused(loaded):
+    example = make_example(["i00001"], ["feed"])
+    bad = tf.train.Example.FromString(example)
+    bad.features.feature["scene_history"].bytes_list.value.append(b"live")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one scene per"):
+        loaded.signatures["serving_default"](examples=tf.constant([bad.SerializeToString()]))
