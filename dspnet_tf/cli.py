@@ -274,6 +274,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not label or not version.isdigit():
             raise UserError(f"--version-label {item!r}: expected LABEL=VERSION, e.g. stable=3")
         labels[label] = int(version)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    # TF Serving's --tensorflow_{intra,inter}_op_parallelism: 0 keeps TensorFlow's default.
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     options = ServerOptions(
@@ -472,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bytes per request (default: %(default)s)")
     serve.add_argument("--workers", type=_positive_int, default=8,
                        help="gRPC worker threads (default: %(default)s)")
+    serve.add_argument("--intra-op-threads", type=int, default=0,
+                       help="threads per TensorFlow op (0: TensorFlow's default, all cores)")
+    serve.add_argument("--inter-op-threads", type=int, default=0,
+                       help="ops run in parallel (0: TensorFlow's default)")
     serve.add_argument("--tls-cert", help="PEM server certificate (with --tls-key: TLS on)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA; clients must present a certificate "
