@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from typing import Dict, Iterable, Mapping, Optional
 
 import grpc
@@ -20,6 +21,9 @@ from serving.errors import ServingError
 from serving.model_manager import LoadedVersion
 
 DEFAULT_SIGNATURE = "serving_default"
+# protobuf warns (once per call site) when it stops at a malformed tail; we refuse those
+# examples with INVALID_ARGUMENT already, so the warning is only log noise.
+warnings.filterwarnings("ignore", message="Unexpected end-group tag", category=RuntimeWarning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +84,14 @@ def check_examples(name: str, array: np.ndarray, limits: RequestLimits) -> None:
                                f"input 'examples': example {index} is {len(value)} bytes, more "
                                f"than the server's limit of {limits.max_example_bytes}")
         try:
-            example_pb2.Example.FromString(value)
+            # MergeFromString returns the bytes it used; fewer means a malformed tail.
+            valid = example_pb2.Example().MergeFromString(value) == len(value)
         except Exception:  # pylint: disable=broad-except  (DecodeError and friends)
+            valid = False
+        if not valid:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"input 'examples': example {index} is not a serialized "
-                               "tf.train.Example") from None
+                               "tf.train.Example")
 
 
 def tensor_proto_to_array(name: str, proto, expected_dtype: int, expected_rank: Optional[int],

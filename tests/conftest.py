@@ -16,3 +16,17 @@ def _seed():
     tf.random.set_seed(0)
     yield
     tf.keras.backend.clear_session()
+
+
+SERVING_MAX_LEN = 8
+
+
+@pytest.fixture(scope="session")
+def exported_versions(tmp_path_factory):
+    """{1: path, 2: path}: the same architecture with different weights (seeds 0 and 1)."""
+    from serving.testing import export_untrained_model  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp("exports")
+    return {version: export_untrained_model(str(root / str(version)), seed=version - 1,
+                                            max_len=SERVING_MAX_LEN)
+            for version in (1, 2)}

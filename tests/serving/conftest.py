@@ -1,22 +1,11 @@
-"""Fixtures of the serving tests: two small exported versions and a running local server."""
+"""Fixtures of the serving tests: a running local server over two exported versions."""
 
 from __future__ import annotations
 
 import pytest
 
 from serving.server import ModelServer, ServerOptions
-from serving.testing import export_untrained_model, install_version
-
-MAX_LEN = 8
-
-
-@pytest.fixture(scope="session")
-def exported_versions(tmp_path_factory):
-    """{1: path, 2: path}: the same architecture with different weights (seeds 0 and 1)."""
-    root = tmp_path_factory.mktemp("exports")
-    return {version: export_untrained_model(str(root / str(version)), seed=version - 1,
-                                            max_len=MAX_LEN)
-            for version in (1, 2)}
+from serving.testing import install_version
 
 
 @pytest.fixture(scope="module")

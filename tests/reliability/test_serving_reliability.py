@@ -1,0 +1,264 @@
+"""Serving under hostile input, broken versions and TLS: nothing crashes, nothing leaks."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorflow_serving.apis import predict_pb2
+
+from serving.client import DSPnetClient, make_example
+from serving.server import ModelServer, ServerOptions
+from serving.testing import install_version
+
+pytestmark = pytest.mark.reliability
+FUZZED = []
+VALID = (["i00001", "i00002", "i00003"], ["feed", "search", "live"])
+FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+def _expected(path):
+    out = tf.saved_model.load(path).signatures["serving_default"](
+        examples=tf.constant([make_example(*VALID)]))
+    return [x.decode() for x in out["item_ids"].numpy()[0]]
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(exported_versions, tmp_path_factory):
+    base = tmp_path_factory.mktemp("fuzz-base")
+    install_version(str(base), 1, exported_versions[1])
+    with ModelServer(ServerOptions(model_base_path=str(base), port=0, rest_port=None,
+                                   poll_seconds=0)) as server:
+        yield server
+
+
+_text = st.text(max_size=12)
+_bytes = st.binary(max_size=64)
+_valid_example = make_example(*VALID)
+
+
+@st.composite
+def _mutated_example(draw):
+    data = bytearray(_valid_example)
+    for _ in range(draw(st.integers(1, 8))):
+        position = draw(st.integers(0, len(data) - 1))
+        data[position] = draw(st.integers(0, 255))
+    cut = draw(st.integers(0, len(data)))
+    return bytes(data[:cut]) if draw(st.booleans()) else bytes(data)
+
+
+@st.composite
+def _random_example(draw):
+    n = draw(st.integers(0, 12))
+    m = draw(st.sampled_from([n, n, n + 1, max(n - 1, 0)]))
+    items = draw(st.lists(st.sampled_from(["i00001", "i00039", "", "x" * 300, "\u00e9\u4e2d"]),
+                          min_size=n, max_size=n))
+    scenes = draw(st.lists(st.sampled_from(["feed", "live", "", "?"]), min_size=m, max_size=m))
+    example = tf.train.Example()
+    example.features.feature["item_history"].bytes_list.value.extend(x.encode() for x in items)
+    if draw(st.booleans()):
+        example.features.feature["scene_history"].bytes_list.value.extend(
+            x.encode() for x in scenes)
+    if draw(st.booleans()):
+        example.features.feature["target_scene"].int64_list.value.append(3)
+    return example.SerializeToString()
+
+
+@st.composite
+def _request(draw):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = draw(st.sampled_from(["dspnet", "dspnet", "dspnet", "", "x"]))
+    if draw(st.booleans()):
+        request.model_spec.version.value = draw(st.sampled_from([1, 1, 2, -1, 2**62]))
+    request.model_spec.signature_name = draw(st.sampled_from(
+        ["", "serving_default", "predict_raw", "transform_features", "evaluate_ranking",
+         "__saved_model_init_op", "nope"]))
+    kind = draw(st.sampled_from(["examples", "raw", "random"]))
+    if kind == "examples":
+        values = draw(st.lists(st.one_of(_mutated_example(), _random_example(), _bytes),
+                               min_size=0, max_size=4))
+        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string,
+                                                                 shape=[len(values)]))
+    elif kind == "raw":
+        rows, cols = draw(st.integers(0, 3)), draw(st.integers(0, 5))
+        for name in draw(st.sampled_from([["item_history", "scene_history"], ["item_history"],
+                                          ["item_history", "scene_history", "extra"]])):
+            cells = draw(st.lists(_text, min_size=rows * cols, max_size=rows * cols))
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(
+                [c.encode() for c in cells], dtype=tf.string, shape=[rows, cols]))
+    else:
+        name = draw(st.sampled_from(["examples", "item_history", "weird"]))
+        proto = request.inputs[name]
+        proto.dtype = draw(st.sampled_from([1, 3, 7, 9, 10, 0, 99]))
+        for size in draw(st.lists(st.integers(-2, 10**12), max_size=3)):
+            proto.tensor_shape.dim.add(size=size)
+        proto.string_val.extend(draw(st.lists(_bytes, max_size=3)))
+        if draw(st.booleans()):
+            proto.tensor_content = draw(_bytes)
+    if draw(st.booleans()):
+        request.output_filter.extend(draw(st.lists(st.sampled_from(
+            ["item_ids", "scene_probs", "nope"]), max_size=2)))
+    return request
+
+
+@settings(max_examples=2000, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(request=_request())
+def test_fuzzed_requests_never_get_internal_or_unknown(fuzz_server, request):
+    stub_client = DSPnetClient(f"127.0.0.1:{fuzz_server.port}", timeout=30)
+    try:
+        stub_client.predictions.Predict(request, timeout=30)
+        FUZZED.append(grpc.StatusCode.OK)
+    except grpc.RpcError as err:
+        FUZZED.append(err.code())
+        assert err.code() not in FORBIDDEN, (err.code(), err.details(), request)
+    finally:
+        stub_client.close()
+
+
+def test_after_the_fuzzing_a_valid_request_is_answered_correctly(fuzz_server, exported_versions):
+    if FUZZED:  # (empty when this test runs alone)
+        assert len(FUZZED) >= 2000
+        # The fuzzer reached both sides: answered requests and refused ones.
+        assert FUZZED.count(grpc.StatusCode.OK) > 20
+        assert FUZZED.count(grpc.StatusCode.INVALID_ARGUMENT) > 20
+        assert FUZZED.count(grpc.StatusCode.NOT_FOUND) > 20
+    with DSPnetClient(f"127.0.0.1:{fuzz_server.port}") as client:
+        assert client.recommend(*VALID).items == _expected(exported_versions[1])
+
+
+def _corrupt_copy(source, target_base, version):
+    path = install_version(target_base, version, source)
+    variables = os.path.join(path, "variables")
+    for name in os.listdir(variables):
+        if name.startswith("variables.data"):
+            file_path = os.path.join(variables, name)
+            size = os.path.getsize(file_path)
+            with open(file_path, "r+b") as handle:
+                handle.write(np.random.default_rng(0).bytes(size))
+    return path
+
+
+def test_a_corrupt_version_is_refused_under_load_and_a_good_one_then_served(
+        exported_versions, tmp_path, caplog):
+    base = tmp_path / "base"
+    base.mkdir()
+    install_version(str(base), 1, exported_versions[1])
+    first, good = _expected(exported_versions[1]), _expected(exported_versions[2])
+    caplog.set_level(logging.INFO, logger="dspnet.serving")
+    with ModelServer(ServerOptions(model_base_path=str(base), port=0, rest_port=None,
+                                   poll_seconds=0.3)) as server:
+        target = f"127.0.0.1:{server.port}"
+        answers, failures, stop = [], [], threading.Event()
+
+        def keep_asking():
+            with DSPnetClient(target, timeout=30) as client:
+                while not stop.is_set():
+                    try:
+                        answer = client.recommend(*VALID)
+                        answers.append((answer.model_version, answer.items))
+                    except grpc.RpcError as err:
+                        failures.append(err)
+
+        clients = [threading.Thread(target=keep_asking) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        time.sleep(1.0)
+        _corrupt_copy(exported_versions[2], str(base), 2)
+        deadline = time.monotonic() + 60
+        with DSPnetClient(target) as probe:
+            while time.monotonic() < deadline:
+                states = {s["version"]: s for s in probe.status()}
+                if 2 in states and states[2]["state"] == "END":
+                    break
+                time.sleep(0.1)
+            assert states[2]["state"] == "END" and "refused" in states[2]["error"]
+            assert states[1]["state"] == "AVAILABLE"
+            time.sleep(1.0)  # still serving version 1 under load
+            install_version(str(base), 3, exported_versions[2])
+            while time.monotonic() < deadline and probe.wait_until_ready(10) != 3:
+                time.sleep(0.1)
+        time.sleep(1.0)
+        stop.set()
+        for thread in clients:
+            thread.join()
+    assert not failures, failures[:3]
+    assert {version for version, _ in answers} == {1, 3}
+    assert all(items == (first if version == 1 else good) for version, items in answers)
+    assert any("refused version 2" in record.getMessage() for record in caplog.records)
+
+
+def _certificate(subject_name, issuer_key, issuer_name, public_key, ca=False):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_name)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+               .public_key(public_key).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1)))
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    else:
+        import ipaddress
+
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write_pki(folder):
+    """A CA, a server certificate it signs (127.0.0.1), and an unrelated second CA."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def pem(cert):
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    paths = {}
+    ca_key, other_key, server_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _certificate("dspnet test CA", ca_key, "dspnet test CA", ca_key.public_key(), ca=True)
+    other = _certificate("other CA", other_key, "other CA", other_key.public_key(), ca=True)
+    server = _certificate("127.0.0.1", ca_key, "dspnet test CA", server_key.public_key())
+    for name, data in {
+        "ca.pem": pem(ca), "other-ca.pem": pem(other), "server.pem": pem(server),
+        "server.key": server_key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()),
+    }.items():
+        paths[name] = str(folder / name)
+        (folder / name).write_bytes(data)
+    return paths
+
+
+def test_tls_right_ca_connects_and_wrong_ca_is_refused(exported_versions, tmp_path):
+    pki = _write_pki(tmp_path)
+    base = tmp_path / "base"
+    base.mkdir()
+    install_version(str(base), 1, exported_versions[1])
+    options = ServerOptions(model_base_path=str(base), port=0, rest_port=None, poll_seconds=0,
+                            tls_cert=pki["server.pem"], tls_key=pki["server.key"])
+    with ModelServer(options) as server:
+        target = f"127.0.0.1:{server.port}"
+        with DSPnetClient(target, root_certificates=pki["ca.pem"]) as client:
+            assert client.recommend(*VALID).items == _expected(exported_versions[1])
+        with DSPnetClient(target, root_certificates=pki["other-ca.pem"], timeout=5) as client:
+            with pytest.raises(grpc.RpcError) as refused:
+                client.recommend(*VALID)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        with DSPnetClient(target, timeout=5) as plaintext:  # no TLS at all
+            with pytest.raises(grpc.RpcError):
+                plaintext.recommend(*VALID)
