@@ -42,7 +42,7 @@ test-e2e: setup
 	$(PY) -m pytest -q -m e2e $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/dspnet demo --out demo-out
+	$(VENV)/bin/dspnet demo --out demo-out --overwrite
 
 clean:
 	rm -rf $(VENV) demo-out

@@ -16,16 +16,8 @@ import sys
 import time
 
 import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
-import numpy as np
-import tensorflow as tf
 
-
-def score_pushed_model(version_dir: str, example_files: list, batch_size: int = 512) -> float:
-    """Mean NDCG@10 of the pushed model over serialized test examples."""
-    signature = tf.saved_model.load(version_dir).signatures["evaluate_ranking"]
-    dataset = tf.data.TFRecordDataset(example_files, compression_type="GZIP").batch(batch_size)
-    values = [signature(examples=batch)["ndcg_at_10"].numpy().ravel() for batch in dataset]
-    return float(np.concatenate(values).mean())
+from dspnet_tf.evaluation.saved_model_scoring import score_example_files
 
 
 def main(argv=None) -> int:
@@ -50,7 +42,8 @@ def main(argv=None) -> int:
     version = max((d for d in os.listdir(serving_dir) if d.isdigit()), key=int)
     test_files = glob.glob(os.path.join(args.out, "pipeline", "pipeline_root", "SequenceExampleGen",
                                         "examples", "*", "Split-test", "*.gz"))
-    pipeline_ndcg = score_pushed_model(os.path.join(serving_dir, version), test_files)
+    pipeline_ndcg = float(score_example_files(os.path.join(serving_dir, version),
+                                              test_files)["ndcg@10"].mean())
 
     started = time.time()
     results = run_quality_benchmark(world_dir, os.path.join(args.out, "benchmark"), models=["dspnet"],

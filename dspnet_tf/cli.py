@@ -85,41 +85,55 @@ def _describe(ids: Sequence[int], names: Sequence[str]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Trains on built-in data, prints recommendations, saves the model and a report."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, data, test, metrics = _train_toy(args)
-    item_names = ["<pad>", "<oov>"] + [f"item_{i:02d}" for i in range(data.item_vocab_size - 2)]
-    scene_names = ["<pad>", "<oov>"] + list(SCENE_NAMES)
-    print(f"    held-out users: HR@1 {metrics['hr@1']:.3f}  HR@10 {metrics['hr@10']:.3f}  "
-          f"NDCG@10 {metrics['ndcg@10']:.3f}  next-scene acc {metrics['scene_acc@1']:.3f}")
-    _stage("recommendations for three held-out users (history -> top 5, next scene)")
-    lines = []
-    for user in range(3):
-        items, scenes = test[0][user][:-1][-6:], test[1][user][:-1][-6:]
-        answer = model.recommend([items], [scenes], k=5)
-        top = answer["item_ids"].numpy()[0].tolist()
-        probs = answer["scene_probs"].numpy()[0]
-        best_scenes = probs.argsort()[::-1][:2]
-        history = ", ".join(f"{item_names[i]}@{scene_names[s]}" for i, s in zip(items, scenes))
-        lines.append(f"user {user}: recent [{history}]")
-        lines.append(f"    top 5: {_describe(top, item_names)}   (true next: "
-                     f"{item_names[test[0][user][-1]]})")
-        lines.append("    next scene: " + ", ".join(
-            f"{scene_names[s]} {probs[s]:.2f}" for s in best_scenes))
-    print("\n".join(lines))
-    model_dir = out / "model"
-    model.save(str(model_dir))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    report = out / "report.md"
-    report.write_text(
-        "# DSPnet demo report\n\n"
-        f"World: `{args.dataset}` (built-in toy data), {args.users} users, seed {args.seed}.\n\n"
-        "| metric | value |\n|---|---|\n"
-        + "".join(f"| {k} | {v:.4f} |\n" for k, v in metrics.items())
-        + "\n## Recommendations\n\n```\n" + "\n".join(lines) + "\n```\n"
-    )
-    _stage(f"done. model: {model_dir}  report: {report}")
+    """The whole product on the default scene world: generate the data, run the TFX pipeline,
+    train baselines, serve the pushed model, query it over gRPC, write a report."""
+    from dspnet_tf.demo import DemoSettings, run_demo  # pylint: disable=import-outside-toplevel
+
+    settings = DemoSettings.tiny() if args.tiny else DemoSettings()
+    for field in ("users", "epochs", "seed"):
+        if getattr(args, field) is not None:
+            setattr(settings, field, getattr(args, field))
+    if os.path.exists(os.path.join(args.out, "pipeline")) and not args.overwrite:
+        raise UserError(f"{args.out} holds an earlier run; pass --overwrite or another --out")
+    if args.overwrite:
+        import shutil  # pylint: disable=import-outside-toplevel
+
+        shutil.rmtree(args.out, ignore_errors=True)
+    run_demo(args.out, settings, say=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Re-draws the figures and report.md of a run folder from its run.json."""
+    from dspnet_tf.report import RUN_FILE, write_report  # pylint: disable=import-outside-toplevel
+
+    if not os.path.isfile(os.path.join(args.run, RUN_FILE)):
+        raise UserError(f"--run {args.run}: no {RUN_FILE} there (run `dspnet demo` first)")
+    _stage(f"wrote {write_report(args.run)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Scores an exported model on an event log: each user's last event, ranked against the whole
+    catalog by the model's own `evaluate_ranking` signature (HR@10, NDCG@10)."""
+    from dspnet_tf.data.event_log import EventLogError, read_event_log  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.data.splits import MIN_EVENTS, group_by_user  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.evaluation.saved_model_scoring import history_examples, score_examples  # pylint: disable=import-outside-toplevel
+
+    if not os.path.isfile(os.path.join(args.model, "saved_model.pb")):
+        raise UserError(f"--model {args.model}: no saved_model.pb (give a version folder, e.g. "
+                        "out/serving/dspnet/1712345678)")
+    try:
+        log = read_event_log(args.data)
+    except EventLogError as err:
+        raise UserError(str(err)) from None
+    histories = [h for _, h in sorted(group_by_user(log).items()) if len(h[0]) >= MIN_EVENTS]
+    items, scenes = [h[0] for h in histories], [h[1] for h in histories]
+    _stage(f"scoring {args.model} on the last event of {len(items)} users of {args.data}")
+    scores = score_examples(args.model, history_examples(items, scenes))
+    result = {k: float(v.mean()) for k, v in scores.items()}
+    result["users"] = len(items)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -368,11 +382,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    demo = sub.add_parser("demo", help="train on built-in data, print recommendations, write a report",
+    demo = sub.add_parser("demo", help="the whole product end to end on the default scene "
+                                        "world (pipeline, server, report)",
                           description=cmd_demo.__doc__)
-    _add_toy_training_options(demo)
     demo.add_argument("--out", default="demo-out", help="output folder (default: %(default)s)")
+    demo.add_argument("--users", type=_positive_int,
+                      help="scene-world users (default: 10000; --tiny: 200)")
+    demo.add_argument("--epochs", type=_positive_int,
+                      help="Trainer epochs (default: 3; --tiny: 1)")
+    demo.add_argument("--seed", type=int, help="world seed (default: 0)")
+    demo.add_argument("--tiny", action="store_true",
+                      help="a tiny world and model: the whole flow in about two minutes")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="delete an earlier run in --out first")
     demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="re-draw a run's report from its saved numbers",
+                            description=cmd_report.__doc__)
+    report.add_argument("--run", default="demo-out",
+                        help="run folder with run.json (default: %(default)s)")
+    report.set_defaults(func=cmd_report)
+
+    evaluate = sub.add_parser("evaluate", help="score an exported model on an event log",
+                              description=cmd_evaluate.__doc__)
+    evaluate.add_argument("--model", required=True,
+                          help="SavedModel version folder (e.g. out/serving/dspnet/<version>)")
+    evaluate.add_argument("--data", required=True, help="event log: CSV/Parquet file or folder")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     generate = sub.add_parser("generate", help="generate synthetic data",
                               description="Generate synthetic data sets.")
@@ -523,6 +559,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from dspnet_tf._keras_env import ensure_legacy_keras  # pylint: disable=import-outside-toplevel
 
     ensure_legacy_keras()
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    # Dependency deprecation notices (google-cloud's Python-version and storage-version
+    # FutureWarnings) say nothing a CLI user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     # Keep the console for our own progress lines: TF's Python-side warnings (e.g. about

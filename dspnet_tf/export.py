@@ -10,7 +10,9 @@ integer ids. Signatures:
   * `predict_raw`: the same outputs from dense string tensors [B, L] padded with "";
   * `transform_features`: the preprocessing alone (for TFMA);
   * `evaluate_ranking`: per-example full-ranking NDCG@10 / HR@10 of each example's last item
-    given the events before it (for TFMA's Evaluator; pessimistic ties).
+    given the events before it (for TFMA's Evaluator; pessimistic ties);
+  * `encode_users`: the fused representation z after each history's last event
+    (`user_embedding` [B, item_dim]), for retrieval indexes and latent-space plots.
 """
 
 from __future__ import annotations
@@ -28,6 +30,23 @@ RAW_FEATURE_SPEC = {
     TARGET_SCENE: tf.io.VarLenFeature(tf.string),
 }
 RESERVED_IDS = 2  # 0 padding, 1 out-of-vocabulary: never returned to clients
+
+
+def make_history_example(item_history: Sequence[str], scene_history: Sequence[str],
+                         target_scene: Optional[str] = None) -> bytes:
+    """A serialized tf.Example in the contract's format (raw ids, oldest first)."""
+    items, scenes = [str(i) for i in item_history], [str(s) for s in scene_history]
+    if len(items) != len(scenes):
+        raise ValueError(f"item_history has {len(items)} events but scene_history has "
+                         f"{len(scenes)}; give one scene per event")
+    example = tf.train.Example()
+    example.features.feature["item_history"].bytes_list.value.extend(x.encode() for x in items)
+    example.features.feature["scene_history"].bytes_list.value.extend(
+        x.encode() for x in scenes)
+    if target_scene is not None:
+        example.features.feature["target_scene"].bytes_list.value.append(
+            str(target_scene).encode())
+    return example.SerializeToString()
 
 
 def left_pad_sparse(ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
@@ -163,6 +182,14 @@ class ServingModule(tf.Module):
         return self.preprocess({ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]})
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def encode_users(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
+        transformed = self.preprocess({ITEM_HISTORY: raw[ITEM_HISTORY],
+                                       SCENE_HISTORY: raw[SCENE_HISTORY]})
+        return {"user_embedding": self.model.user_representation(
+            {"item_ids": transformed["item_ids"], "scene_ids": transformed["scene_ids"]})}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def evaluate_ranking(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
         items = tf.RaggedTensor.from_sparse(raw[ITEM_HISTORY])
@@ -219,6 +246,7 @@ def export_serving_model(
         "predict_raw": module.serve_raw.get_concrete_function(),
         "transform_features": module.transform_features.get_concrete_function(),
         "evaluate_ranking": module.evaluate_ranking.get_concrete_function(),
+        "encode_users": module.encode_users.get_concrete_function(),
     }
     # Saving lists every training-only layer (augmenter, discriminator, ...) it skips, at
     # WARNING level; none of it is actionable for whoever exports, so keep the log readable.

@@ -17,7 +17,8 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import grpc
-from tensorflow.core.example import example_pb2
+
+from dspnet_tf.export import make_history_example
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -28,6 +29,8 @@ from tensorflow_serving.apis import (
 )
 
 History = Sequence[str]
+# The contract's Example format, built by the same function the export documents.
+make_example = make_history_example
 
 
 @dataclasses.dataclass
@@ -43,23 +46,6 @@ class Recommendation:
     @property
     def next_scenes(self) -> List[Tuple[str, float]]:
         return list(zip(self.scenes, self.scene_probs))
-
-
-def make_example(item_history: History, scene_history: History,
-                 target_scene: Optional[str] = None) -> bytes:
-    """A serialized tf.Example in the contract's format (raw ids, oldest first)."""
-    items, scenes = [str(i) for i in item_history], [str(s) for s in scene_history]
-    if len(items) != len(scenes):
-        raise ValueError(f"item_history has {len(items)} events but scene_history has "
-                         f"{len(scenes)}; give one scene per event")
-    example = example_pb2.Example()
-    example.features.feature["item_history"].bytes_list.value.extend(x.encode() for x in items)
-    example.features.feature["scene_history"].bytes_list.value.extend(
-        x.encode() for x in scenes)
-    if target_scene is not None:
-        example.features.feature["target_scene"].bytes_list.value.append(
-            str(target_scene).encode())
-    return example.SerializeToString()
 
 
 def _string_tensor(values: Sequence[bytes]) -> tensor_pb2.TensorProto:

@@ -8,7 +8,10 @@ contract checks.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 from typing import Optional, Sequence
 
 import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -50,3 +53,45 @@ def install_version(base_path: str, version: int, source: str) -> str:
     target = os.path.join(base_path, str(version))
     os.rename(staging, target)
     return target
+
+
+def saved_model_cli_signatures(export_dir: str) -> dict:
+    """`saved_model_cli show --all` parsed: {signature: {"inputs"/"outputs": {name: {dtype, shape}}}}."""
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    text = subprocess.run([cli, "show", "--dir", export_dir, "--all"], check=True,
+                          capture_output=True, text=True).stdout
+    signatures, current, tensor = {}, None, None
+    for line in text.splitlines():
+        header = re.match(r"signature_def\['(.+)'\]:", line.strip())
+        if header:
+            current = signatures.setdefault(header.group(1), {"inputs": {}, "outputs": {}})
+            continue
+        named = re.match(r"\s*(inputs|outputs)\['(.+)'\] tensor_info:", line)
+        if named and current is not None:
+            tensor = current[named.group(1)].setdefault(named.group(2), {})
+        elif tensor is not None and line.strip().startswith(("dtype:", "shape:")):
+            key, value = line.strip().split(":", 1)
+            tensor[key] = value.strip()
+    return signatures
+
+
+def check_contract(signatures: dict, top_k: int, num_scenes: int, max_len: int) -> None:
+    """Asserts serving-contract.md's signatures, tensor names, dtypes and shapes."""
+    items, scenes = f"(-1, {top_k})", f"(-1, {num_scenes})"
+    outputs = {"item_ids": ("DT_STRING", items), "item_scores": ("DT_FLOAT", items),
+               "scene_ids": ("DT_STRING", scenes), "scene_probs": ("DT_FLOAT", scenes)}
+    contract = {
+        "serving_default": ({"examples": ("DT_STRING", "(-1)")}, outputs),
+        "predict_raw": ({"item_history": ("DT_STRING", "(-1, -1)"),
+                         "scene_history": ("DT_STRING", "(-1, -1)")}, outputs),
+        "transform_features": ({"examples": ("DT_STRING", "(-1)")},
+                               {"item_ids": ("DT_INT64", f"(-1, {max_len})"),
+                                "scene_ids": ("DT_INT64", f"(-1, {max_len})")}),
+    }
+    for name, (inputs, outs) in contract.items():
+        assert name in signatures, f"signature {name} missing: {sorted(signatures)}"
+        for side, expected in (("inputs", inputs), ("outputs", outs)):
+            assert set(signatures[name][side]) == set(expected), (name, side)
+            for tensor, (dtype, shape) in expected.items():
+                found = signatures[name][side][tensor]
+                assert found == {"dtype": dtype, "shape": shape}, (name, side, tensor, found)

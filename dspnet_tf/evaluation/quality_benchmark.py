@@ -184,7 +184,11 @@ def _plot_curves(curves: Dict[str, List[List[float]]], path: str) -> None:
                       color=f"C{list(curves).index(name)}", alpha=0.8)
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation NDCG@10")
-    axis.legend(fontsize=8)
+    if any(curves.values()):
+        axis.legend(fontsize=8)
+    else:
+        axis.text(0.5, 0.5, "no trained models (most-popular only)", ha="center",
+                  transform=axis.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -232,6 +232,15 @@ class DSPnet(tf.keras.Model):
             "scene_logits": self.scene_logits(z),
         }
 
+    def user_representation(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The fused representation z of each history's last event, [B, item_dim] (inference).
+
+        What both heads read: the user's state after their most recent event, for retrieval
+        indexes, clustering or plots of the latent space.
+        """
+        items, scenes, _ = self._prepare(inputs)
+        return self.encode(items, scenes, training=False)["z"][:, -1]
+
     def item_logits(self, z: tf.Tensor, target_scene: Optional[tf.Tensor] = None) -> tf.Tensor:
         """Scores of every item (padding id 0 excluded) from representations z [..., d_v]."""
         query = self.item_head(z, target_scene)

@@ -58,6 +58,10 @@ def test_pipeline_runs_pushes_and_the_pushed_model_answers_raw_ids(tmp_path):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert set(answer["scene_ids"].numpy()[0]) <= {n.encode() for n in
                                                    ("feed", "search", "live", "favorites", "cart", "messages")}
+    from serving.testing import check_contract, saved_model_cli_signatures
+
+    check_contract(saved_model_cli_signatures(version_dir), top_k=5, num_scenes=probs.shape[1],
+                   max_len=20)
     raw = loaded.signatures["predict_raw"](item_history=tf.constant([["", "i00003", "i00010"]]),
                                            scene_history=tf.constant([["", "feed", "search"]]))
     assert raw["item_ids"].shape == (1, 5)

@@ -2,61 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from serving.client import make_example
-from serving.testing import item_names
-
-CONTRACT = {
-    "serving_default": ({"examples": ("DT_STRING", "(-1)")},
-                        {"item_ids": ("DT_STRING", "(-1, 10)"), "item_scores": ("DT_FLOAT", "(-1, 10)"),
-                         "scene_ids": ("DT_STRING", "(-1, 5)"), "scene_probs": ("DT_FLOAT", "(-1, 5)")}),
-    "predict_raw": ({"item_history": ("DT_STRING", "(-1, -1)"),
-                     "scene_history": ("DT_STRING", "(-1, -1)")},
-                    {"item_ids": ("DT_STRING", "(-1, 10)"), "scene_probs": ("DT_FLOAT", "(-1, 5)")}),
-    "transform_features": ({"examples": ("DT_STRING", "(-1)")},
-                           {"item_ids": ("DT_INT64", "(-1, 8)"), "scene_ids": ("DT_INT64", "(-1, 8)")}),
-}
-
-
-def saved_model_cli_signatures(export_dir: str) -> dict:
-    """`saved_model_cli show --all` parsed to {signature: {"inputs"/"outputs": {name: {dtype, shape}}}}."""
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    text = subprocess.run([cli, "show", "--dir", export_dir, "--all"], check=True,
-                          capture_output=True, text=True).stdout
-    signatures, current, tensor = {}, None, None
-    for line in text.splitlines():
-        header = re.match(r"signature_def\['(.+)'\]:", line.strip())
-        if header:
-            current = signatures.setdefault(header.group(1), {"inputs": {}, "outputs": {}})
-            continue
-        named = re.match(r"\s*(inputs|outputs)\['(.+)'\] tensor_info:", line)
-        if named and current is not None:
-            tensor = current[named.group(1)].setdefault(named.group(2), {})
-        elif tensor is not None and line.strip().startswith(("dtype:", "shape:")):
-            key, value = line.strip().split(":", 1)
-            tensor[key] = value.strip()
-    return signatures
-
-
-def check_contract(signatures: dict, contract: dict = CONTRACT) -> None:
-    for name, (inputs, outputs) in contract.items():
-        assert name in signatures, f"signature {name} missing: {sorted(signatures)}"
-        for side, expected in (("inputs", inputs), ("outputs", outputs)):
-            for tensor, (dtype, shape) in expected.items():
-                found = signatures[name][side].get(tensor)
-                assert found == {"dtype": dtype, "shape": shape}, (name, side, tensor, found)
+from serving.testing import check_contract, item_names, saved_model_cli_signatures
 
 
 def test_saved_model_cli_lists_the_contract_signatures(exported_versions):
-    check_contract(saved_model_cli_signatures(exported_versions[1]))
+    check_contract(saved_model_cli_signatures(exported_versions[1]), top_k=10, num_scenes=5,
+                   max_len=8)
+
+
+def test_check_contract_can_fail(exported_versions):
+    with pytest.raises(AssertionError):
+        check_contract(saved_model_cli_signatures(exported_versions[1]), top_k=20, num_scenes=5,
+                       max_len=8)
 
 
 @pytest.fixture(scope="module")

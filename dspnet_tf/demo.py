@@ -1,0 +1,285 @@
+"""`dspnet demo`: the whole product on the default scene world, stage by stage.
+
+1. generate the scene world (the standard event log + the world's parameters);
+2. run the TFX pipeline with LocalDagRunner (ExampleGen ... Trainer, Evaluator, Pusher);
+3. train the baselines on the same log with the quality benchmark's code (one seed) and score the
+   pushed DSPnet on the same test events through its own `evaluate_ranking` signature;
+4. start the local TF-Serving-API server on the pushed model (its own process), query it through
+   `DSPnetClient` over gRPC (a few users' recommendations, next-scene predictions for the
+   confusion matrix, user representations for the latent plot, latencies), then stop it (SIGTERM);
+5. write the report from the numbers saved in `run.json`.
+
+TFX lives in `tfx_pipeline` and the server in `serving`; both are imported inside the functions,
+so importing `dspnet_tf` never pulls them in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class DemoSettings:
+    """What the demo runs on. The defaults are the default scene world; `tiny()` is for tests."""
+
+    users: int = 10_000
+    items: int = 2_000
+    categories: int = 20
+    seed: int = 0
+    epochs: int = 3
+    model_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    baselines: tuple = ("sasrec", "sasrec_scene", "most_popular")
+    baseline_epochs: int = 3
+    queried_users: int = 2_000
+    latency_requests: int = 300
+
+    @classmethod
+    def tiny(cls) -> "DemoSettings":
+        return cls(users=200, items=80, categories=4, epochs=1, baselines=("most_popular",),
+                   baseline_epochs=1, queried_users=100, latency_requests=30,
+                   model_config={"max_len": 20, "item_dim": 16, "scene_dim": 8,
+                                 "num_blocks": 1, "batch_size": 64, "top_k": 10})
+
+
+def _quiet_pipeline_logs() -> None:
+    """TFX, Beam and absl log every step at INFO; the demo prints its own stage lines."""
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    for name in ("tfx", "apache_beam", "ml_metadata", "tensorflow", "absl", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _test_histories(pipeline_root: str, limit: Optional[int] = None):
+    """(item history, scene history) of each test user from the ExampleGen's Split-test."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    files = sorted(glob.glob(os.path.join(pipeline_root, "SequenceExampleGen", "examples", "*",
+                                          "Split-test", "*.gz")))
+    histories = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        example = tf.train.Example.FromString(record.numpy())
+        feature = example.features.feature
+        histories.append(([x.decode() for x in feature["item_history"].bytes_list.value],
+                          [x.decode() for x in feature["scene_history"].bytes_list.value]))
+        if limit and len(histories) >= limit:
+            break
+    return files, histories
+
+
+def _trainer_history(pipeline_root: str) -> Dict[str, List[float]]:
+    found = sorted(glob.glob(os.path.join(pipeline_root, "Trainer", "model_run", "*",
+                                          "history.json")), key=os.path.getmtime)
+    if not found:
+        return {}
+    with open(found[-1], encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _serve(base_path: str):
+    """Starts `dspnet serve` in its own process on free loopback ports; returns (process, port)."""
+    import portpicker  # pylint: disable=import-outside-toplevel
+
+    port = portpicker.pick_unused_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dspnet_tf.cli", "serve", "--model-base-path", base_path,
+         "--port", str(port), "--rest-port", "-1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return process, port
+
+
+def _project_2d(embeddings: np.ndarray) -> np.ndarray:
+    centred = embeddings - embeddings.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    return centred @ components[:2].T
+
+
+def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
+             say: Callable[[str], None] = print) -> str:
+    """Runs every stage into `out_dir`; returns the report's path."""
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.evaluation.saved_model_scoring import score_example_files  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.report import LATENT_FILE, RUN_FILE, write_report  # pylint: disable=import-outside-toplevel
+
+    settings = settings or DemoSettings()
+    os.makedirs(out_dir, exist_ok=True)
+    timings: Dict[str, float] = {}
+    started = time.time()
+
+    say(f"[1/5] generating the scene world: {settings.users} users, {settings.items} items")
+    world_dir = os.path.join(out_dir, "world")
+    log = SceneWorld(SceneWorldConfig(users=settings.users, items=settings.items,
+                                      categories=settings.categories,
+                                      seed=settings.seed)).generate()
+    paths = log.write(world_dir)
+    timings["generate the scene world"] = time.time() - started
+
+    say(f"[2/5] TFX pipeline (LocalDagRunner): ExampleGen -> StatisticsGen -> SchemaGen -> "
+        f"ExampleValidator -> Transform -> Trainer ({settings.epochs} epoch(s)) -> Evaluator -> "
+        "Pusher  (a few minutes; Trainer prints one line per epoch)")
+    stage = time.time()
+    from tfx_pipeline.pipeline import run_locally  # pylint: disable=import-outside-toplevel
+
+    _quiet_pipeline_logs()
+    pipeline_dir = os.path.join(out_dir, "pipeline")
+    config = dict(settings.model_config, epochs=settings.epochs)
+    serving_dir = run_locally(paths["events"], pipeline_dir, model_config=config)
+    versions = [d for d in os.listdir(serving_dir) if d.isdigit()] \
+        if os.path.isdir(serving_dir) else []
+    if not versions:
+        raise RuntimeError(f"the pipeline pushed no model to {serving_dir} (not blessed?)")
+    version_dir = os.path.join(serving_dir, max(versions, key=int))
+    timings["TFX pipeline"] = time.time() - stage
+    say(f"      pushed {version_dir} in {timings['TFX pipeline']:.0f} s")
+
+    say(f"[3/5] baselines on the same log ({', '.join(settings.baselines)}; one seed) and the "
+        "pushed model scored on the same test events")
+    stage = time.time()
+    pipeline_root = os.path.join(pipeline_dir, "pipeline_root")
+    test_files, _ = _test_histories(pipeline_root, limit=1)
+    pushed = score_example_files(version_dir, test_files)
+    quality = run_quality_benchmark(
+        world_dir, os.path.join(out_dir, "quality"), models=list(settings.baselines), seeds=[0],
+        epochs=settings.baseline_epochs, patience=settings.baseline_epochs,
+        overrides={k: v for k, v in settings.model_config.items()
+                   if k in ("max_len", "item_dim", "scene_dim", "num_blocks")},
+        progress=lambda line: say(f"      {line}"))
+    timings["baselines and scoring"] = time.time() - stage
+
+    say("[4/5] serving the pushed model (dspnet serve, its own process) and querying it over gRPC")
+    stage = time.time()
+    recommendations, scene_names, confusion, latencies = [], [], None, []
+    served_scene_acc, points, labels = None, None, None
+    import grpc  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from dspnet_tf.export import make_history_example  # pylint: disable=import-outside-toplevel
+    from serving.client import DSPnetClient  # pylint: disable=import-outside-toplevel
+
+    process, port = _serve(serving_dir)
+    try:
+
+        _, histories = _test_histories(pipeline_root, limit=settings.queried_users)
+        with DSPnetClient(f"127.0.0.1:{port}", timeout=60) as client:
+            served_version = client.wait_until_ready(timeout=300)
+            say(f"      server ready on 127.0.0.1:{port}, version {served_version}")
+            for items, scenes in histories[:3]:
+                answer = client.recommend(items[:-1], scenes[:-1], k=5)
+                recommendations.append({
+                    "history": list(zip(items[:-1][-6:], scenes[:-1][-6:])),
+                    "items": answer.items, "true_next": items[-1],
+                    "true_next_scene": scenes[-1], "next_scenes": answer.next_scenes,
+                    "model_version": answer.model_version})
+                say("      recent: " + ", ".join(f"{i}@{s}" for i, s in
+                                                 recommendations[-1]["history"]))
+                say(f"        top 5: {', '.join(answer.items)}   (true next: {items[-1]}"
+                    f"@{scenes[-1]})")
+                say("        next scene: " + ", ".join(f"{s} {p:.2f}" for s, p in
+                                                      answer.next_scenes[:3]))
+            metadata_scenes = None
+            predicted, truth, embeddings = [], [], []
+            batches = range(0, len(histories), 100)
+            for start in tqdm(batches, desc="      next scene + latent (gRPC)", unit="batch"):
+                chunk = histories[start:start + 100]
+                answers = client.recommend_batch([h[0][:-1] for h in chunk],
+                                                 [h[1][:-1] for h in chunk])
+                if metadata_scenes is None:
+                    metadata_scenes = sorted(answers[0].scenes)
+                predicted += [a.scenes[0] for a in answers]
+                truth += [h[1][-1] for h in chunk]
+                response = client.predict(
+                    [make_history_example(h[0][:-1], h[1][:-1]) for h in chunk],
+                    signature_name="encode_users")
+                embeddings.append(tf.make_ndarray(response.outputs["user_embedding"]))
+            scene_names = metadata_scenes or []
+            index = {name: i for i, name in enumerate(scene_names)}
+            confusion = np.zeros((len(scene_names), len(scene_names)), dtype=int)
+            for true_scene, guess in zip(truth, predicted):
+                if true_scene in index:
+                    confusion[index[true_scene], index[guess]] += 1
+            served_scene_acc = float(np.mean([t == p for t, p in zip(truth, predicted)]))
+            points = _project_2d(np.concatenate(embeddings))
+            labels = np.array([index.get(t, -1) for t in truth])
+            for i in tqdm(range(settings.latency_requests), desc="      latency (gRPC)",
+                          unit="req"):
+                items, scenes = histories[i % len(histories)]
+                begun = time.perf_counter()
+                client.recommend(items[:-1], scenes[:-1])
+                latencies.append((time.perf_counter() - begun) * 1000)
+    except grpc.RpcError as err:
+        raise RuntimeError(f"the served model failed: {err.code().name}: {err.details()}") \
+            from None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, errors = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            errors = ""
+        if process.returncode not in (0, -signal.SIGTERM):
+            say(f"      warning: the server exited with {process.returncode}: "
+                f"{(errors or '').strip().splitlines()[-1:] }")
+    say("      server stopped (SIGTERM)")
+    timings["serving and queries"] = time.time() - stage
+
+    say("[5/5] writing the report")
+    oracle = quality.get("oracle")
+    rows = [{"model": "dspnet (TFX pipeline, pushed)",
+             "hr@10": float(pushed["hr@10"].mean()), "ndcg@10": float(pushed["ndcg@10"].mean()),
+             "scene_acc@1": served_scene_acc,
+             "how": f"served model: evaluate_ranking signature; next scene via gRPC on "
+                    f"{len(truth)} users"}]
+    for name in settings.baselines:
+        metrics = quality["models"][name]
+        rows.append({"model": name, **{k: metrics[k]["mean"] for k in
+                                       ("hr@10", "ndcg@10", "scene_acc@1")},
+                     "how": f"quality benchmark, up to {settings.baseline_epochs} epoch(s), seed 0"})
+    run = {
+        "data": {"description": f"scene world (seed {settings.seed}, misalignment 0)",
+                 "users": settings.users, "items": settings.items, "events": log.num_events},
+        "quality": {"rows": rows,
+                    "oracle": {k: oracle[k] for k in ("hr@10", "ndcg@10", "scene_acc@1")}
+                    if oracle else None,
+                    "baseline_curves": os.path.join("quality", "training_curves.png"),
+                    "note": f"DSPnet trained {settings.epochs} epoch(s) by the pipeline's Trainer; "
+                            "a demo-sized budget, not the tuned quality benchmark."},
+        "trainer_history": _trainer_history(pipeline_root),
+        "recommendations": recommendations,
+        "scene_names": scene_names,
+        "scene_confusion": confusion.tolist() if confusion is not None else None,
+        "scene_confusion_users": len(truth),
+        "served_scene_acc@1": served_scene_acc,
+        "latency_ms": latencies,
+        "timings": timings,
+        "paths": {"report": os.path.join(out_dir, "report.md"),
+                  "pushed models (serve with `dspnet serve --model-base-path`)": serving_dir,
+                  "TensorBoard logs (`tensorboard --logdir`)":
+                      os.path.join(pipeline_root, "Trainer", "model_run"),
+                  "ML Metadata": os.path.join(pipeline_dir, "metadata.sqlite"),
+                  "event log": paths["events"]},
+    }
+    timings["total"] = time.time() - started
+    np.savez(os.path.join(out_dir, LATENT_FILE), points=points, labels=labels)
+    with open(os.path.join(out_dir, RUN_FILE), "w", encoding="utf-8") as handle:
+        json.dump(run, handle, indent=2, default=float)
+    report = write_report(out_dir)
+    say(f"done in {timings['total'] / 60:.1f} min.")
+    for name, path in run["paths"].items():
+        say(f"  {name}: {path}")
+    return report
+
