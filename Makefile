@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 # Hide pip's complaints about index locations configured on the machine but absent.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup test test-unit test-e2e demo clean help lock
+.PHONY: setup test test-unit test-e2e test-reliability demo clean help lock
 help:
 	@echo "make demo   - set up .venv (first time: ~5 min) and run the end-to-end demo"
 	@echo "make test   - set up .venv and run the whole test suite"
@@ -36,10 +36,13 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: setup
-	$(PY) -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not e2e and not reliability" $(PYTEST_ARGS)
 
 test-e2e: setup
 	$(PY) -m pytest -q -m e2e $(PYTEST_ARGS)
+
+test-reliability: setup
+	$(PY) -m pytest -q -m reliability $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/dspnet demo --out demo-out --overwrite

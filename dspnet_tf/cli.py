@@ -73,8 +73,14 @@ def _train_toy(args: argparse.Namespace):
     _stage(f"training DSPnet on {len(train[0])} users of the '{args.dataset}' world "
            f"({args.epochs} epochs)")
     started = time.time()
+    from dspnet_tf.resilience import has_backup, resilient_callbacks  # pylint: disable=import-outside-toplevel
+
+    backup_dir = os.path.join(args.out, ".backup")
+    if has_backup(backup_dir):
+        _stage(f"resuming an interrupted run from its last epoch checkpoint in {backup_dir}")
     model.fit(make_dataset(*train, max_len=args.max_len, batch_size=128, seed=args.seed),
-              epochs=args.epochs, verbose=2 if args.verbose else 0)
+              epochs=args.epochs, verbose=2 if args.verbose else 0,
+              callbacks=resilient_callbacks(backup_dir))
     _stage(f"trained in {time.time() - started:.0f} s; scoring {len(test[0])} held-out users")
     metrics = evaluate_last_events(model, *test, max_len=args.max_len)
     return model, data, test, metrics
@@ -141,8 +147,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Trains on a built-in toy world and saves the SavedModel and metrics."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from dspnet_tf.resilience import replace_directory_atomically  # pylint: disable=import-outside-toplevel
+
     model, _, _, metrics = _train_toy(args)
-    model.save(str(out / "model"))
+    replace_directory_atomically(str(out / "model"), model.save)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
     _stage(f"saved {out / 'model'}")
@@ -389,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=_positive_int,
                       help="scene-world users (default: 10000; --tiny: 200)")
     demo.add_argument("--epochs", type=_positive_int,
-                      help="Trainer epochs (default: 3; --tiny: 1)")
+                      help="Trainer epochs (default: 5; --tiny: 1)")
     demo.add_argument("--seed", type=int, help="world seed (default: 0)")
     demo.add_argument("--tiny", action="store_true",
                       help="a tiny world and model: the whole flow in about two minutes")

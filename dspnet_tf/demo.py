@@ -37,10 +37,10 @@ class DemoSettings:
     items: int = 2_000
     categories: int = 20
     seed: int = 0
-    epochs: int = 3
+    epochs: int = 5
     model_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
     baselines: tuple = ("sasrec", "sasrec_scene", "most_popular")
-    baseline_epochs: int = 3
+    baseline_epochs: int = 5
     queried_users: int = 2_000
     latency_requests: int = 300
 

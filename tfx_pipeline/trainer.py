@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Dict, List
@@ -14,6 +15,7 @@ from tfx_bsl.public import tfxio
 
 from dspnet_tf import DSPnet, DSPnetConfig
 from dspnet_tf.export import export_serving_model
+from dspnet_tf.resilience import resilient_callbacks
 from tfx_pipeline import features
 
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20}
@@ -35,6 +37,20 @@ def _tokens(tft_output: tft.TFTransformOutput, vocab: str, oov_buckets: int = 0)
     words = [w.decode() if isinstance(w, bytes) else w
              for w in tft_output.vocabulary_by_name(vocab)]
     return ["", "<oov>"] + words + [f"<oov:{i}>" for i in range(oov_buckets)]
+
+
+def _backup_dir(fn_args: tfx.components.FnArgs) -> str:
+    """Where BackupAndRestore keeps epoch checkpoints: stable across reruns of the same job.
+
+    Each Trainer execution gets a new model_run_dir, so the checkpoint lives beside them, keyed
+    by the job's inputs and settings: a rerun of a killed job resumes, a different job starts
+    fresh.
+    """
+    key = hashlib.sha256(json.dumps(
+        [sorted(fn_args.train_files), fn_args.transform_output,
+         fn_args.custom_config or {}], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    trainer_root = os.path.dirname(os.path.dirname(fn_args.model_run_dir))
+    return os.path.join(trainer_root, "backup", key)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -59,7 +75,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     model.compile(optimizer=tf.keras.optimizers.Adam(train_options["learning_rate"]))
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")
     history = model.fit(train, validation_data=evaluation, epochs=int(train_options["epochs"]),
-                        callbacks=[tensorboard], verbose=2)
+                        callbacks=[tensorboard, *resilient_callbacks(_backup_dir(fn_args))],
+                        verbose=2)
 
     tft_layer = tft_output.transform_features_layer()
     export_serving_model(model, fn_args.serving_model_dir, tft_layer, item_tokens, scene_tokens,

@@ -91,3 +91,60 @@ def test_benchmark_quality_unknown_model_is_a_one_line_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown model" in err[0]
+
+
+def _error_cases(tmp_path):
+    """One user mistake per subcommand: argv and a phrase the message must contain."""
+    earlier_run = tmp_path / "run"
+    (earlier_run / "pipeline").mkdir(parents=True)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    return {
+        "demo": (["demo", "--out", str(earlier_run)], "earlier run"),
+        "train": (["train", "--out", str(blocker / "sub"), "--users", "20", "--epochs", "1"],
+                  "error"),
+        "generate scene-world": (["generate", "scene-world", "--misalignment", "2", "--out",
+                                  str(tmp_path / "w")], "misalignment"),
+        "pipeline run": (["pipeline", "run", "--data", str(tmp_path / "none.csv"), "--out",
+                          str(tmp_path / "o")], "none.csv"),
+        "pipeline compile": (["pipeline", "compile", "--out", str(tmp_path / "p.txt"), "--image",
+                              "img"], ".json or .yaml"),
+        "benchmark quality": (["benchmark", "quality", "--data", str(tmp_path / "none.csv"),
+                               "--out", str(tmp_path / "q")], "none.csv"),
+        "serve": (["serve", "--model-base-path", str(tmp_path / "missing")], "no such folder"),
+        "recommend": (["recommend", "--items", "a,b", "--scenes", "feed"], "one scene per item"),
+        "report": (["report", "--run", str(tmp_path)], "run.json"),
+        "evaluate": (["evaluate", "--model", str(tmp_path), "--data", str(blocker)],
+                     "saved_model.pb"),
+    }
+
+
+ALL_COMMANDS = ["demo", "train", "generate scene-world", "pipeline run", "pipeline compile",
+                "benchmark quality", "serve", "recommend", "report", "evaluate"]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(command.split() + ["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: dspnet " + command)
+    assert "--" in text and len(text.splitlines()) > 4
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_every_subcommand_reports_a_user_mistake_in_one_line(command, tmp_path, capsys):
+    argv, phrase = _error_cases(tmp_path)[command]
+    assert cli.main(argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"dspnet {command.split()[0]}: error:") and phrase in lines[0]
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    for command in {c.split()[0] for c in ALL_COMMANDS}:
+        assert command in text
