@@ -183,12 +183,19 @@ def _parquet_rows(path: str) -> Iterator[Tuple[int, Dict[str, object]]]:
         yield row + 1, {name: columns[name][row] for name in COLUMNS}
 
 
-def read_event_log(path: str, skip_malformed: bool = False) -> EventLog:
+def read_event_log(path: str, skip_malformed: bool = False,
+                   drop_duplicates: bool = False) -> EventLog:
     """Reads the standard event log from a CSV/Parquet file or a folder of them.
+
+    Events are kept in file order; out-of-order timestamps are fine (each user's events are
+    sorted by time, ties in file order, when sequences are built).
 
     Args:
       path: file or folder.
       skip_malformed: skip bad rows and count them in `log.report` instead of failing.
+      drop_duplicates: drop exact repeats of an event (same user, item, scene and timestamp,
+        e.g. a logging retry) and count them in `log.report`; by default they are kept, as a
+        user can legitimately act on the same item twice in one clock tick.
 
     Raises:
       EventLogError: naming file, line (Parquet: row), field and value of the first problem.
@@ -209,6 +216,15 @@ def read_event_log(path: str, skip_malformed: bool = False) -> EventLog:
                 if not skip_malformed:
                     raise
                 report.skip(err.reason, str(err))
+    if drop_duplicates:
+        seen, unique = set(), []
+        for row in rows:
+            if row in seen:
+                report.skip("duplicate event", f"duplicate event {row}")
+                continue
+            seen.add(row)
+            unique.append(row)
+        rows = unique
     report.rows = len(rows)
     return EventLog.from_rows(rows, report)
 

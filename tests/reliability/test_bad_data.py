@@ -1,0 +1,100 @@
+"""Bad event logs: a clear error naming file, line and field, or (asked for) skipped and counted.
+
+The unit tests of the loader cover missing columns, empty files, wrong types, empty fields,
+negative timestamps, short rows, non-UTF-8 bytes and huge fields; these add the cases a
+production log also meets, through both the library reader and the pipeline's ExampleGen.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dspnet_tf.data.event_log import EventLogError, read_event_log
+from dspnet_tf.data.splits import group_by_user
+
+pytestmark = pytest.mark.reliability
+
+HEADER = "user_id,item_id,scene,timestamp\n"
+
+
+def _write(tmp_path, text, name="events.csv"):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+def test_duplicated_events_are_kept_or_dropped_and_counted(tmp_path):
+    path = _write(tmp_path, HEADER + "u1,a,feed,1\nu1,a,feed,1\nu1,b,live,2\nu1,a,feed,1\n")
+    assert len(read_event_log(path)) == 4
+    log = read_event_log(path, drop_duplicates=True)
+    assert len(log) == 2 and log.report.skipped == {"duplicate event": 2}
+
+
+def test_out_of_order_timestamps_are_sorted_per_user_ties_in_file_order(tmp_path):
+    path = _write(tmp_path, HEADER + "u1,c,cart,30\nu1,a,feed,10\nu1,b,live,20\nu1,d,feed,20\n")
+    items, scenes = group_by_user(read_event_log(path))["u1"]
+    assert items == ["a", "b", "d", "c"] and scenes == ["feed", "live", "feed", "cart"]
+
+
+def test_header_only_file_is_an_empty_log_not_a_crash(tmp_path):
+    assert len(read_event_log(_write(tmp_path, HEADER))) == 0
+
+
+def test_byte_order_mark_and_crlf_lines_are_read(tmp_path):
+    path = _write(tmp_path, b"\xef\xbb\xbf" + HEADER.replace("\n", "\r\n").encode()
+                  + b"u1,a,feed,1\r\nu1,b,live,2\r\n")
+    try:
+        log = read_event_log(path)
+    except EventLogError as err:  # a BOM must at least be named, not crash
+        assert "user_id" in str(err) and "events.csv:1" in str(err)
+    else:
+        assert len(log) == 2
+
+
+def test_float_timestamp_that_is_not_whole_names_the_field(tmp_path):
+    with pytest.raises(EventLogError, match=r"events.csv:2: field 'timestamp' has value '1.5'"):
+        read_event_log(_write(tmp_path, HEADER + "u1,a,feed,1.5\n"))
+
+
+def test_unbalanced_quote_is_named_not_swallowed(tmp_path):
+    with pytest.raises(EventLogError, match=r"events.csv:\d+"):
+        read_event_log(_write(tmp_path, HEADER + 'u1,"a,feed,1\nu2,b,live,2\n'))
+
+
+def test_corrupt_parquet_is_named(tmp_path):
+    path = _write(tmp_path, b"PAR1 this is not parquet PAR1", name="events.parquet")
+    with pytest.raises(EventLogError, match="events.parquet: not a readable Parquet file"):
+        read_event_log(path)
+
+
+def test_parquet_missing_column_and_wrong_type(tmp_path):
+    missing = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"user_id": ["u1"], "item_id": ["a"], "timestamp": [1]}),
+                   str(missing))
+    with pytest.raises(EventLogError, match=r"a.parquet: missing column\(s\) scene"):
+        read_event_log(str(missing))
+    wrong = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"user_id": ["u1"], "item_id": ["a"], "scene": ["feed"],
+                             "timestamp": ["noon"]}), str(wrong))
+    with pytest.raises(EventLogError, match=r"b.parquet: row 1: field 'timestamp' has value "
+                                            r"'noon'"):
+        read_event_log(str(wrong))
+
+
+def test_folder_without_event_files_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(EventLogError, match="no .*csv"):
+        read_event_log(str(tmp_path))
+
+
+def test_the_pipeline_examplegen_names_the_bad_line_too(tmp_path):
+    import apache_beam as beam
+
+    from tfx_pipeline.sequence_example_gen import WriteSequenceExamples
+
+    path = _write(tmp_path, HEADER + "u1,a,feed,1\nu1,b,live,yesterday\n")
+    with pytest.raises(Exception, match=r"events.csv:3: field 'timestamp' has value 'yesterday'"):
+        with beam.Pipeline() as pipeline:
+            _ = pipeline | WriteSequenceExamples([path], str(tmp_path / "out"))
