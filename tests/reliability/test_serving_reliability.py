@@ -32,13 +32,34 @@ def _expected(path):
     return [x.decode() for x in out["item_ids"].numpy()[0]]
 
 
+BYSTANDER = {"answers": 0, "wrong": [], "stop": threading.Event()}
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(exported_versions, tmp_path_factory):
+    """The fuzzing target, with a bystander client asking a valid question all along."""
     base = tmp_path_factory.mktemp("fuzz-base")
     install_version(str(base), 1, exported_versions[1])
+    expected = _expected(exported_versions[1])
     with ModelServer(ServerOptions(model_base_path=str(base), port=0, rest_port=None,
                                    poll_seconds=0)) as server:
+        def bystander():
+            with DSPnetClient(f"127.0.0.1:{server.port}", timeout=30) as client:
+                while not BYSTANDER["stop"].is_set():
+                    try:
+                        items = client.recommend(*VALID).items
+                    except grpc.RpcError as err:
+                        items = f"{err.code()}: {err.details()}"
+                    BYSTANDER["answers"] += 1
+                    if items != expected:
+                        BYSTANDER["wrong"].append(items)
+                    time.sleep(0.02)
+
+        thread = threading.Thread(target=bystander, daemon=True)
+        thread.start()
         yield server
+        BYSTANDER["stop"].set()
+        thread.join()
 
 
 _text = st.text(max_size=12)
@@ -126,6 +147,8 @@ def test_fuzzed_requests_never_get_internal_or_unknown(fuzz_server, request):
 
 
 def test_after_the_fuzzing_a_valid_request_is_answered_correctly(fuzz_server, exported_versions):
+    # A client asking all along always got the right answer: hostile requests changed nothing.
+    assert BYSTANDER["answers"] > 0 and not BYSTANDER["wrong"], BYSTANDER["wrong"][:3]
     if FUZZED:  # (empty when this test runs alone)
         assert len(FUZZED) >= 2000
         # The fuzzer reached both sides: answered requests and refused ones.
@@ -262,3 +285,66 @@ def test_tls_right_ca_connects_and_wrong_ca_is_refused(exported_versions, tmp_pa
         with DSPnetClient(target, timeout=5) as plaintext:  # no TLS at all
             with pytest.raises(grpc.RpcError):
                 plaintext.recommend(*VALID)
+
+
+def test_request_limits_refuse_with_a_message(exported_versions, tmp_path):
+    from serving.prediction import RequestLimits
+
+    base = tmp_path / "base"
+    base.mkdir()
+    install_version(str(base), 1, exported_versions[1])
+    limits = RequestLimits(max_request_bytes=64 * 1024, max_batch_size=4, max_history=16,
+                           max_example_bytes=2_000)
+    with ModelServer(ServerOptions(model_base_path=str(base), port=0, rest_port=0,
+                                   poll_seconds=0, limits=limits)) as server, \
+            DSPnetClient(f"127.0.0.1:{server.port}") as client:
+        cases = {
+            "batch": lambda: client.recommend_batch([VALID[0]] * 5, [VALID[1]] * 5),
+            "example size": lambda: client.recommend(["i00001"] * 400, ["feed"] * 400),
+            "request size": lambda: client.predict([b"x" * 1000] * 100),
+        }
+        codes = {}
+        for name, call in cases.items():
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            codes[name] = (caught.value.code(), caught.value.details())
+        assert codes["batch"][0] == grpc.StatusCode.INVALID_ARGUMENT
+        assert "max batch size 4" in codes["batch"][1]
+        assert codes["example size"][0] == grpc.StatusCode.INVALID_ARGUMENT
+        assert "limit of 2000" in codes["example size"][1]
+        assert codes["request size"][0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        raw = predict_pb2.PredictRequest()
+        raw.model_spec.name, raw.model_spec.signature_name = "dspnet", "predict_raw"
+        for name in ("item_history", "scene_history"):
+            raw.inputs[name].CopyFrom(tf.make_tensor_proto([[b"i00001"] * 17], dtype=tf.string))
+        with pytest.raises(grpc.RpcError) as caught:
+            client.predictions.Predict(raw)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "history length 17" in caught.value.details()
+        # REST: an oversized body is refused before it is read; broken JSON is a 400.
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+        connection.request("POST", "/v1/models/dspnet:predict", body=b"{" * 10,
+                           headers={"Content-Length": str(10 ** 9)})
+        response = connection.getresponse()
+        assert response.status == 429 and b"exceeds" in response.read()
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+        connection.request("POST", "/v1/models/dspnet:predict", body=b"{not json")
+        response = connection.getresponse()
+        assert response.status == 400 and b"not valid JSON" in response.read()
+        # ...and the server still answers correctly.
+        assert client.recommend(*VALID).items == _expected(exported_versions[1])
+
+
+def test_serving_code_never_unpickles_or_evaluates_request_data():
+    import pathlib
+
+    import serving
+
+    sources = {path.name: path.read_text()
+               for path in pathlib.Path(serving.__file__).parent.glob("*.py")}
+    assert sources, "no serving sources found"
+    for name, text in sources.items():
+        for forbidden in ("pickle", "dill", "eval(", "exec(", "marshal", "yaml.load("):
+            assert forbidden not in text, f"{name} uses {forbidden}"
