@@ -269,13 +269,19 @@ def _load_with(path: str, required: Sequence[str], convert: Callable[[Dict[str, 
         report.files.append(file)
         with open(file, encoding="utf-8", errors="strict", newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                raise EventLogError(f"{file}:1: missing column(s) {', '.join(missing)}")
+            csv.field_size_limit(MAX_FIELD_CHARS)
             try:
+                # Reading the header decodes the first buffer: inside the try, so bad bytes
+                # there are named like bad bytes anywhere else.
+                missing = [c for c in required if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise EventLogError(f"{file}:1: missing column(s) {', '.join(missing)}")
                 for values in reader:
                     where = f"{file}:{reader.line_num}"
                     try:
+                        if None in values or None in values.values():
+                            raise EventLogError(f"{where}: has a different number of fields "
+                                                "than the header", "unparseable row")
                         rows.append(_check_row(dict(zip(COLUMNS, convert(values, where))), where))
                     except EventLogError as err:
                         if not skip_malformed:
@@ -283,6 +289,11 @@ def _load_with(path: str, required: Sequence[str], convert: Callable[[Dict[str, 
                         report.skip(err.reason, str(err))
             except UnicodeDecodeError as err:
                 raise EventLogError(f"{file}: bytes that are not UTF-8 ({err.reason})") from None
+            except csv.Error as err:
+                # A field past MAX_FIELD_CHARS or broken quoting: the rest of the file is
+                # unreadable, so this is an error even with skip_malformed.
+                raise EventLogError(f"{file}:{reader.line_num}: unparseable row ({err})") \
+                    from None
     report.rows = len(rows)
     return EventLog.from_rows(rows, report)
 

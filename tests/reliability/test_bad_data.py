@@ -98,3 +98,27 @@ def test_the_pipeline_examplegen_names_the_bad_line_too(tmp_path):
     with pytest.raises(Exception, match=r"events.csv:3: field 'timestamp' has value 'yesterday'"):
         with beam.Pipeline() as pipeline:
             _ = pipeline | WriteSequenceExamples([path], str(tmp_path / "out"))
+
+
+OUTBRAIN_HEADER = "uuid,document_id,timestamp,platform,geo_location,traffic_source\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (OUTBRAIN_HEADER + "u1,d1,1000,1,US,2\nu1,d2,1001,1\n", r"page_views.csv:3: has a different"),
+    (OUTBRAIN_HEADER + "u1,d1,soon,1,US,2\n", r"page_views.csv:2: field 'timestamp'"),
+    (OUTBRAIN_HEADER + "u1," + "d" * 200_000 + ",1000,1,US,2\n", r"page_views.csv:\d+: unparseable"),
+    ("uuid,timestamp\nu1,1\n", r"page_views.csv:1: missing column\(s\) document_id"),
+])
+def test_outbrain_loader_names_file_line_and_field(tmp_path, text, message):
+    from dspnet_tf.data.event_log import load_outbrain_page_views
+
+    with pytest.raises(EventLogError, match=message):
+        load_outbrain_page_views(_write(tmp_path, text, name="page_views.csv"))
+
+
+def test_kuairand_loader_refuses_non_utf8_by_name(tmp_path):
+    from dspnet_tf.data.event_log import load_kuairand
+
+    path = _write(tmp_path, b"user_id,video_id,tab,time_ms\nu1,\xff,1,5\n", name="log.csv")
+    with pytest.raises(EventLogError, match="log.csv: bytes that are not UTF-8"):
+        load_kuairand(path)

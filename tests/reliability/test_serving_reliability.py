@@ -348,3 +348,31 @@ def test_serving_code_never_unpickles_or_evaluates_request_data():
     for name, text in sources.items():
         for forbidden in ("pickle", "dill", "eval(", "exec(", "marshal", "yaml.load("):
             assert forbidden not in text, f"{name} uses {forbidden}"
+
+
+def test_a_version_copied_file_by_file_is_refused_until_complete_then_served(
+        exported_versions, tmp_path):
+    """A non-atomic copy (saved_model.pb before the variables) is retried when its files change."""
+    import shutil
+
+    from serving.model_manager import ModelManager
+
+    base = tmp_path / "base"
+    base.mkdir()
+    install_version(str(base), 1, exported_versions[1])
+    manager = ModelManager("dspnet", str(base), poll_seconds=0)
+    manager.poll()
+    partial = base / "2"
+    partial.mkdir()
+    shutil.copy(os.path.join(exported_versions[2], "saved_model.pb"), partial)
+    manager.poll()
+    states = {s.version: s for s in manager.statuses("dspnet")}
+    assert states[2].state == "END" and states[2].error_code == grpc.StatusCode.DATA_LOSS
+    assert manager.serving_versions == [1]
+    for name in ("variables", "assets"):
+        source = os.path.join(exported_versions[2], name)
+        if os.path.exists(source):
+            shutil.copytree(source, partial / name)
+    manager.poll()
+    assert manager.serving_versions == [2]
+    assert manager.resolve("dspnet").version == 2

@@ -56,5 +56,6 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path):
     resumed = json.loads((out / "metrics.json").read_text())
     assert (out / "model" / "saved_model.pb").exists()
     assert not [p for p in os.listdir(out) if ".partial-" in p or ".old-" in p]
+    print(f"uninterrupted {expected}\nkilled + resumed {resumed}")
     for metric in ("hr@10", "ndcg@10"):
         assert abs(resumed[metric] - expected[metric]) <= 0.05, (metric, resumed, expected)

@@ -181,6 +181,8 @@ def test_a_new_version_is_served_within_seconds_without_failed_requests(exported
         time.sleep(0.5)
         stop.set()
         sender.join()
+    print(f"version 2 served {switched_after:.2f} s after it was installed; "
+          f"{len(versions)} requests, {len(failures)} failed")
     assert not failures, failures[:3]
     assert versions[0] == 1 and versions[-1] == 2
     assert switched_after < 10, f"version 2 served after {switched_after:.1f} s"
