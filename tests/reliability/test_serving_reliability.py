@@ -150,6 +150,11 @@ def test_after_the_fuzzing_a_valid_request_is_answered_correctly(fuzz_server, ex
     # A client asking all along always got the right answer: hostile requests changed nothing.
     assert BYSTANDER["answers"] > 0 and not BYSTANDER["wrong"], BYSTANDER["wrong"][:3]
     if FUZZED:  # (empty when this test runs alone)
+        from collections import Counter
+
+        print(f"{len(FUZZED)} fuzzed requests: "
+              + ", ".join(f"{code.name} {n}" for code, n in Counter(FUZZED).most_common())
+              + f"; bystander answers {BYSTANDER['answers']}, wrong {len(BYSTANDER['wrong'])}")
         assert len(FUZZED) >= 2000
         # The fuzzer reached both sides: answered requests and refused ones.
         assert FUZZED.count(grpc.StatusCode.OK) > 20
