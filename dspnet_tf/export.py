@@ -113,7 +113,11 @@ class ServingModule(tf.Module):
         top_k: int = 20,
     ) -> None:
         super().__init__(name="dspnet_serving")
-        self.model = model
+        # Track the model's variables, not the Keras model: the SavedModel then holds the
+        # serving functions and their weights only, instead of every layer's object and traced
+        # call functions, which makes export and (TF Serving's) load several times faster.
+        object.__setattr__(self, "model", model)
+        self.model_variables = list(model.variables)
         self.preprocess = preprocess
         self.item_tokens = tf.constant(list(item_tokens), tf.string)
         self.scene_tokens = tf.constant(list(scene_tokens), tf.string)

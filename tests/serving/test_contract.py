@@ -77,3 +77,28 @@ def test_a_scene_history_of_another_length_is_refused(loaded):
     bad.features.feature["scene_history"].bytes_list.value.append(b"live")
     with pytest.raises(tf.errors.InvalidArgumentError, match="one scene per"):
         loaded.signatures["serving_default"](examples=tf.constant([bad.SerializeToString()]))
+
+
+def test_the_export_serves_the_trained_weights(tmp_path):
+    """Served scores equal the Keras model's own logits for the same history (weights travel)."""
+    from dspnet_tf import DSPnet, DSPnetConfig
+    from dspnet_tf.export import export_serving_model, make_history_example
+
+    items = ["", "<oov>"] + [f"sku{i}" for i in range(30)]
+    scenes = ["", "<oov>", "feed", "search", "live"]
+    model = DSPnet(DSPnetConfig(item_vocab_size=len(items), scene_vocab_size=len(scenes),
+                                max_len=6, item_dim=16, scene_dim=8, dropout=0.0, seed=4))
+    history = {"item_ids": tf.constant([[0, 0, 5, 9, 3, 7]]),
+               "scene_ids": tf.constant([[0, 0, 2, 3, 2, 4]])}
+    logits = model(history)["item_logits"].numpy()[0, 2:]
+    scene_logits = model(history)["scene_logits"].numpy()[0, 2:]
+    served = tf.saved_model.load(export_serving_model(model, str(tmp_path / "1"), None, items,
+                                                      scenes, top_k=5))
+    out = served.signatures["serving_default"](examples=tf.constant([make_history_example(
+        [items[i] for i in (5, 9, 3, 7)], [scenes[s] for s in (2, 3, 2, 4)])]))
+    order = np.argsort(-logits)[:5]
+    assert [x.decode() for x in out["item_ids"].numpy()[0]] == [items[i + 2] for i in order]
+    np.testing.assert_allclose(out["item_scores"].numpy()[0], logits[order], rtol=1e-5)
+    probs = np.exp(scene_logits - scene_logits.max())
+    np.testing.assert_allclose(np.sort(out["scene_probs"].numpy()[0])[::-1],
+                               np.sort(probs / probs.sum())[::-1], rtol=1e-5)
