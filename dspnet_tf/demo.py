@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -59,6 +60,46 @@ def _quiet_pipeline_logs() -> None:
     absl_logging.set_verbosity(absl_logging.ERROR)
     for name in ("tfx", "apache_beam", "ml_metadata", "tensorflow", "absl", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+PIPELINE_COMPONENTS = ("SequenceExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+                       "AnomaliesGate", "Transform", "Trainer", "Evaluator", "Pusher")
+
+
+class _ComponentProgress:
+    """Prints "component k/9 started" as LocalDagRunner reaches each component.
+
+    LocalDagRunner reports nothing we can hook into without its INFO log flood; each component
+    creates its folder under the pipeline root when it starts, so a background thread watches
+    for them.
+    """
+
+    def __init__(self, pipeline_root: str, say: Callable[[str], None]) -> None:
+        self.pipeline_root, self.say = pipeline_root, say
+        self.started = time.time()
+        self.seen: List[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self.done.wait(1.0):
+            self._report()
+
+    def _report(self) -> None:
+        for name in PIPELINE_COMPONENTS:
+            if name not in self.seen and os.path.isdir(os.path.join(self.pipeline_root, name)):
+                self.seen.append(name)
+                self.say(f"      component {len(self.seen)}/{len(PIPELINE_COMPONENTS)}: {name} "
+                         f"(at {time.time() - self.started:.0f} s)")
+
+    def __enter__(self) -> "_ComponentProgress":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self._report()
 
 
 def _test_histories(pipeline_root: str, limit: Optional[int] = None):
@@ -138,7 +179,8 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
     _quiet_pipeline_logs()
     pipeline_dir = os.path.join(out_dir, "pipeline")
     config = dict(settings.model_config, epochs=settings.epochs)
-    serving_dir = run_locally(paths["events"], pipeline_dir, model_config=config)
+    with _ComponentProgress(os.path.join(pipeline_dir, "pipeline_root"), say):
+        serving_dir = run_locally(paths["events"], pipeline_dir, model_config=config)
     versions = [d for d in os.listdir(serving_dir) if d.isdigit()] \
         if os.path.isdir(serving_dir) else []
     if not versions:
