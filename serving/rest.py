@@ -188,6 +188,8 @@ def make_handler(manager: ModelManager, limits: RequestLimits):
             try:
                 name, version, label, action = self._route()
                 if method == "GET" and action is None:
+                    if label:
+                        version = manager.resolve(name, label=label).version
                     response = status_response(manager, name, version)
                     self._send(200, json_format.MessageToDict(
                         response, preserving_proto_field_name=True,
