@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -189,3 +190,25 @@ def test_a_new_version_is_served_within_seconds_without_failed_requests(exported
     # Once switched, never back (the old version is unloaded under the `latest` policy).
     first_two = versions.index(2)
     assert set(versions[first_two:]) == {2}
+
+
+def test_version_labels_over_grpc_and_rest(exported_versions, tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    for version, path in exported_versions.items():
+        install_version(str(base), version, path)
+    options = ServerOptions(model_base_path=str(base), port=0, rest_port=0, poll_seconds=0,
+                            version_policy="all", version_labels={"stable": 1})
+    with ModelServer(options) as server, \
+            DSPnetClient(f"127.0.0.1:{server.port}") as client:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.version_label = "dspnet", "stable"
+        request.inputs["examples"].CopyFrom(tf.make_tensor_proto([make_example(*HISTORIES[0])]))
+        assert client.predictions.Predict(request).model_spec.version.value == 1
+        request.model_spec.version_label = "canary"
+        code, details = _code(lambda: client.predictions.Predict(request))
+        assert code == grpc.StatusCode.NOT_FOUND and "canary" in details
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/dspnet/labels/stable"
+        with urllib.request.urlopen(url) as response:
+            body = json.loads(response.read())
+        assert [s["version"] for s in body["model_version_status"]] == ["1"]
