@@ -123,7 +123,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Scores an exported model on an event log: each user's last event, ranked against the whole
     catalog by the model's own `evaluate_ranking` signature (HR@10, NDCG@10)."""
     from dspnet_tf.data.event_log import EventLogError, read_event_log  # pylint: disable=import-outside-toplevel
-    from dspnet_tf.data.splits import MIN_EVENTS, group_by_user  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.data.splits import leave_one_out  # pylint: disable=import-outside-toplevel
     from dspnet_tf.evaluation.saved_model_scoring import history_examples, score_examples  # pylint: disable=import-outside-toplevel
 
     if not os.path.isfile(os.path.join(args.model, "saved_model.pb")):
@@ -133,8 +133,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         log = read_event_log(args.data)
     except EventLogError as err:
         raise UserError(str(err)) from None
-    histories = [h for _, h in sorted(group_by_user(log).items()) if len(h[0]) >= MIN_EVENTS]
-    items, scenes = [h[0] for h in histories], [h[1] for h in histories]
+    # The benchmark's leave-one-out test split, back in raw ids for the model's own tables.
+    split = leave_one_out(log)
+    items = [[split.item_vocab.tokens[i] for i in seq] for seq in split.test[0]]
+    scenes = [[split.scene_vocab.tokens[s] for s in seq] for seq in split.test[1]]
     _stage(f"scoring {args.model} on the last event of {len(items)} users of {args.data}")
     scores = score_examples(args.model, history_examples(items, scenes))
     result = {k: float(v.mean()) for k, v in scores.items()}

@@ -102,21 +102,22 @@ class _ComponentProgress:
         self._report()
 
 
-def _test_histories(pipeline_root: str, limit: Optional[int] = None):
-    """(item history, scene history) of each test user from the ExampleGen's Split-test."""
+def _test_files(pipeline_root: str) -> List[str]:
+    """The ExampleGen's Split-test files (each user's whole history; its last event is the target)."""
+    return sorted(glob.glob(os.path.join(pipeline_root, "SequenceExampleGen", "examples", "*",
+                                         "Split-test", "*.gz")))
+
+
+def _test_histories(files: List[str], limit: int):
+    """(item history, scene history) of the first `limit` test users."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    files = sorted(glob.glob(os.path.join(pipeline_root, "SequenceExampleGen", "examples", "*",
-                                          "Split-test", "*.gz")))
     histories = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        example = tf.train.Example.FromString(record.numpy())
-        feature = example.features.feature
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
         histories.append(([x.decode() for x in feature["item_history"].bytes_list.value],
                           [x.decode() for x in feature["scene_history"].bytes_list.value]))
-        if limit and len(histories) >= limit:
-            break
-    return files, histories
+    return histories
 
 
 def _trainer_history(pipeline_root: str) -> Dict[str, List[float]]:
@@ -193,7 +194,7 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
         "pushed model scored on the same test events")
     stage = time.time()
     pipeline_root = os.path.join(pipeline_dir, "pipeline_root")
-    test_files, _ = _test_histories(pipeline_root, limit=1)
+    test_files = _test_files(pipeline_root)
     pushed = score_example_files(version_dir, test_files)
     quality = run_quality_benchmark(
         world_dir, os.path.join(out_dir, "quality"), models=list(settings.baselines), seeds=[0],
@@ -216,7 +217,7 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
     process, port = _serve(serving_dir)
     try:
 
-        _, histories = _test_histories(pipeline_root, limit=settings.queried_users)
+        histories = _test_histories(test_files, settings.queried_users)
         with DSPnetClient(f"127.0.0.1:{port}", timeout=60) as client:
             served_version = client.wait_until_ready(timeout=300)
             say(f"      server ready on 127.0.0.1:{port}, version {served_version}")

@@ -28,22 +28,23 @@ def _pyplot():
     return plt
 
 
+def _plot_series(axis, history: Dict[str, List[float]], keys, ylabel: str) -> None:
+    for key in keys:
+        if key in history:
+            axis.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+
+
 def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
     """Per-epoch training losses (left) and validation ranking metrics (right)."""
     plt = _pyplot()
     fig, (losses, metrics) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key in ("item_loss", "scene_loss", "ccr_loss", "val_item_loss", "val_scene_loss"):
-        if key in history:
-            losses.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
-    losses.set_xlabel("epoch")
-    losses.set_ylabel("loss")
-    losses.legend(fontsize=8)
-    for key in ("val_ndcg_at_10", "val_hr_at_10", "val_scene_acc"):
-        if key in history:
-            metrics.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
-    metrics.set_xlabel("epoch")
-    metrics.set_ylabel("validation metric")
-    metrics.legend(fontsize=8)
+    _plot_series(losses, history, ("item_loss", "scene_loss", "ccr_loss", "val_item_loss",
+                                   "val_scene_loss"), "loss")
+    _plot_series(metrics, history, ("val_ndcg_at_10", "val_hr_at_10", "val_scene_acc"),
+                 "validation metric")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

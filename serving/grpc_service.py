@@ -10,6 +10,7 @@ import logging
 from typing import Callable, Optional
 
 import grpc
+import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -60,8 +61,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         loaded = self.manager.resolve(spec.name, _model_spec_version(spec), spec.version_label)
         inputs = array_input(request.inputs, loaded, spec.signature_name, self.limits)
         outputs = run_signature(loaded, spec.signature_name, inputs, request.output_filter)
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.manager.name
         response.model_spec.version.value = loaded.version
