@@ -242,23 +242,29 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_benchmark_quality(args: argparse.Namespace) -> int:
-    """Trains and scores models on one event log (full ranking, leave-one-out, several seeds);
-    writes results.json, results.md and training_curves.png."""
+    """Trains and scores models on one event log (full ranking, leave-one-out, several seeds)
+    and runs the studies (ablations, prior sensitivity, misalignment sweep); writes
+    results.json, results.md and PNG plots."""
     from dspnet_tf.data.event_log import EventLogError  # pylint: disable=import-outside-toplevel
     from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark  # pylint: disable=import-outside-toplevel
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = _split_list(args.models)
+    studies = _split_list(args.studies)
     seeds = list(range(1 if args.quick else args.seeds))
     epochs = min(args.epochs, 3) if args.quick else args.epochs
     overrides = {k: getattr(args, k) for k in ("max_len", "item_dim", "scene_dim")
                  if getattr(args, k) is not None}
+    sweep_users = args.sweep_users
+    if args.quick and sweep_users is None:
+        sweep_users = 2000
     _stage(f"quality benchmark on {args.data}: {', '.join(models)} x {len(seeds)} seed(s), "
-           f"up to {epochs} epochs")
+           f"up to {epochs} epochs; studies: {', '.join(studies) or 'none'}")
     try:
         run_quality_benchmark(
             args.data, args.out, models=models, seeds=seeds, epochs=epochs,
             patience=args.patience, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, overrides=overrides,
+            learning_rate=args.learning_rate, overrides=overrides, studies=studies,
+            sweep_users=sweep_users,
             progress=lambda line: print(f"    {line}", flush=True))
     except (EventLogError, ValueError) as err:
         raise UserError(str(err)) from None
@@ -476,23 +482,31 @@ def build_parser() -> argparse.ArgumentParser:
     quality = bench_sub.add_parser("quality", help="the model-quality table",
                                    description=cmd_benchmark_quality.__doc__)
     quality.add_argument("--data", required=True,
-                         help="event log file/folder; a `dspnet generate scene-world` folder "
-                              "also gets the oracle row")
-    quality.add_argument("--models", default="dspnet,sasrec,sasrec_scene,gru4rec,most_popular",
-                         help="comma-separated: dspnet, sasrec, sasrec_scene, gru4rec, "
-                              "most_popular, dspnet_<ablation> (default: %(default)s)")
+                         help="event log file/folder, or `movielens-100k` (the copy in the "
+                              "recbole wheel); a `dspnet generate scene-world` folder also gets "
+                              "the oracle row and allows the misalignment sweep")
+    quality.add_argument("--models", default="dspnet,sasrec,sasrec_scene,gru4rec,bert4rec,most_popular",
+                         help="comma-separated main-table models: dspnet, sasrec, sasrec_scene, "
+                              "gru4rec, bert4rec, most_popular, dspnet_<ablation> "
+                              "(default: %(default)s)")
+    quality.add_argument("--studies", default="ablations,prior,misalignment",
+                         help="comma-separated studies run with the first seed: ablations, "
+                              "prior, misalignment; '' for none (default: %(default)s)")
     quality.add_argument("--seeds", type=_positive_int, default=3,
-                         help="number of seeds (default: %(default)s)")
-    quality.add_argument("--patience", type=_positive_int, default=5,
+                         help="number of seeds of the main table (default: %(default)s)")
+    quality.add_argument("--patience", type=_positive_int, default=3,
                          help="epochs without a validation gain before stopping (default: %(default)s)")
     quality.add_argument("--learning-rate", type=float, default=1e-3,
                          help="Adam learning rate (default: %(default)s)")
     quality.add_argument("--quick", action="store_true",
-                         help="one seed, at most 3 epochs: a smoke run of the whole benchmark")
-    quality.add_argument("--epochs", type=_positive_int, default=30,
+                         help="one seed, at most 3 epochs, 2,000-user sweep worlds: a smoke run "
+                              "of the whole benchmark")
+    quality.add_argument("--epochs", type=_positive_int, default=20,
                          help="most epochs per run (default: %(default)s)")
     quality.add_argument("--batch-size", type=_positive_int, default=256,
                          help="batch size (default: %(default)s)")
+    quality.add_argument("--sweep-users", type=_positive_int,
+                         help="users per misalignment-sweep world (default: as in --data's world)")
     quality.add_argument("--max-len", type=_positive_int, help="history length (default: 50)")
     quality.add_argument("--item-dim", type=_positive_int, help="item width (default: 64)")
     quality.add_argument("--scene-dim", type=_positive_int, help="scene width (default: 16)")

@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Optional
 import tensorflow as tf
 
 from dspnet_tf.config import DSPnetConfig
-from dspnet_tf.data.sequences import make_dataset
+from dspnet_tf.data.sequences import make_dataset, training_windows
 from dspnet_tf.data.splits import LeaveOneOutSplit
 from dspnet_tf.evaluation.leave_one_out import evaluate_last_events, rank_last_events
 from dspnet_tf.models.dspnet import DSPnet
@@ -23,23 +23,31 @@ def fit_with_early_stopping(
     learning_rate: float = 1e-3,
     seed: int = 0,
     on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
+    model_factory: Callable[[DSPnetConfig], tf.keras.Model] = DSPnet,
 ) -> Dict[str, Any]:
     """Trains on `split.train`, keeps the weights with the best validation NDCG@10.
 
     Stops after `patience` epochs without a gain (as RecBole does), and scores the test targets
-    with the best-validation weights.
+    with the best-validation weights. Histories longer than `max_len` are cut into windows so
+    every training event is a target once (`training_windows`), and batches are bucketed by
+    length so short histories are not padded to `max_len`.
+
+    Args:
+      model_factory: builds the model from the config (DSPnet, or e.g. BERT4Rec); it must
+        return `item_logits` / `scene_logits` when called.
 
     Returns:
       dict with `model`, `history` (per-epoch losses, validation metrics, elapsed seconds),
       `best_epoch`, `seconds_to_best`, `valid` (best validation metrics) and `test_ranks`.
     """
     tf.keras.utils.set_random_seed(seed)
-    model = DSPnet(config.replace(seed=seed))
+    model = model_factory(config.replace(seed=seed))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
-    train_items, train_scenes = split.train
+    train_items, train_scenes = training_windows(*split.train, window=config.max_len)
     keep = [i for i, seq in enumerate(train_items) if len(seq) >= 2]
     dataset = make_dataset([train_items[i] for i in keep], [train_scenes[i] for i in keep],
-                           max_len=config.max_len, batch_size=batch_size, seed=seed)
+                           max_len=config.max_len, batch_size=batch_size, seed=seed,
+                           bucket_by_length=True)
     history: List[Dict[str, Any]] = []
     best, best_epoch, best_weights, seconds_to_best = -1.0, -1, None, 0.0
     started = time.time()

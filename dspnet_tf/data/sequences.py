@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -26,11 +26,17 @@ def make_dataset(
     batch_size: int = 256,
     shuffle: bool = True,
     seed: Optional[int] = 0,
+    bucket_by_length: bool = False,
 ) -> tf.data.Dataset:
     """A batched dataset of `{"item_ids", "scene_ids"}` dicts for `DSPnet.fit` / `evaluate`.
 
     Each sequence is one user's history, oldest first; the model reads `max_len` events and
-    trains every position on the next one, so pass `max_len + 1` to use `max_len` as context.
+    trains every position on the next one.
+
+    With `bucket_by_length`, batches hold histories of similar length and are left padded only
+    to their longest one (`tf.data`'s `bucket_by_sequence_length`), not to `max_len`: the same
+    training signal (DSPnet counts positions from the most recent event and masks padding) at a
+    fraction of the cost when most histories are much shorter than `max_len`.
     """
     if len(item_sequences) != len(scene_sequences):
         raise ValueError(
@@ -41,6 +47,8 @@ def make_dataset(
             raise ValueError(
                 f"user {row}: item sequence has {len(items)} events, scene sequence {len(scenes)}"
             )
+    if bucket_by_length:
+        return _length_bucketed(item_sequences, scene_sequences, max_len, batch_size, shuffle, seed)
     features: Dict[str, np.ndarray] = {
         "item_ids": left_pad(item_sequences, max_len),
         "scene_ids": left_pad(scene_sequences, max_len),
@@ -49,3 +57,61 @@ def make_dataset(
     if shuffle:
         dataset = dataset.shuffle(len(item_sequences), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _length_bucketed(
+    item_sequences: Sequence[Sequence[int]],
+    scene_sequences: Sequence[Sequence[int]],
+    max_len: int,
+    batch_size: int,
+    shuffle: bool,
+    seed: Optional[int],
+) -> tf.data.Dataset:
+    # Sequences are stored reversed (most recent first) and right padded; each element is cut to
+    # its length, so tf.data's right padding per batch becomes left padding once reversed back.
+    features = {
+        "item_ids": left_pad(item_sequences, max_len)[:, ::-1].copy(),
+        "scene_ids": left_pad(scene_sequences, max_len)[:, ::-1].copy(),
+    }
+    lengths = np.array([min(len(seq), max_len) for seq in item_sequences], np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((features, lengths))
+    if shuffle:
+        dataset = dataset.shuffle(len(lengths), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(lambda row, n: {key: value[:n] for key, value in row.items()})
+    boundaries = [b for b in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256) if b < max_len]
+    dataset = dataset.bucket_by_sequence_length(
+        lambda row: tf.shape(row["item_ids"])[0],
+        bucket_boundaries=[b + 1 for b in boundaries],
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+    )
+    return dataset.map(
+        lambda batch: {key: tf.reverse(value, axis=[1]) for key, value in batch.items()}
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def training_windows(
+    item_sequences: Sequence[Sequence[int]],
+    scene_sequences: Sequence[Sequence[int]],
+    window: int,
+) -> Tuple[List[List[int]], List[List[int]]]:
+    """Cuts histories longer than `window` into windows that together predict every event once.
+
+    The model trains each position on the next event, so a window of `window` events yields
+    `window - 1` targets; consecutive windows overlap by one event. Without this, training on the
+    most recent `window` events would drop the older part of long histories (MovieLens users
+    have hundreds of ratings). Windows are cut from the most recent end, so the last one is full.
+    """
+    if window < 2:
+        raise ValueError(f"window must be >= 2, got {window}")
+    out_items: List[List[int]] = []
+    out_scenes: List[List[int]] = []
+    for items, scenes in zip(item_sequences, scene_sequences):
+        stop = len(items)
+        while True:
+            start = max(0, stop - window)
+            out_items.append(list(items[start:stop]))
+            out_scenes.append(list(scenes[start:stop]))
+            if start == 0:
+                break
+            stop = start + 1
+    return out_items, out_scenes

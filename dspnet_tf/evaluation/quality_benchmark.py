@@ -1,7 +1,10 @@
 """The quality benchmark: every model on the same split, seeds, protocol and tuning budget.
 
-Writes `results.json` (the shape other tools read), `results.md` (tables, each model also as a
-fraction of the oracle) and `training_curves.png`.
+One call runs the main table (each model x each seed), and the studies of dspnet-method.md:
+the ablations, the prior-sensitivity study and the intention-misalignment sweep (fresh scene
+worlds that differ from the benchmark's world only in `misalignment`). It writes
+`results.json` (the shape other tools read), `results.md` (tables, each model also as a fraction
+of the oracle) and PNG plots.
 """
 
 from __future__ import annotations
@@ -9,18 +12,29 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dspnet_tf.config import ABLATIONS, BASELINES, DSPnetConfig
-from dspnet_tf.data.event_log import read_event_log
+from dspnet_tf.config import ABLATIONS, BASELINES, PRIORS, DSPnetConfig
+from dspnet_tf.data.event_log import EventLog, load_movielens_100k, read_event_log
 from dspnet_tf.data.splits import LeaveOneOutSplit, leave_one_out
 from dspnet_tf.evaluation.ranking import ranking_metrics
 
 REPORTED = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "scene_acc@1",
             "scene_ndcg@3")
-KNOWN_MODELS = ("dspnet", "most_popular", *BASELINES, *(f"dspnet_{a}" for a in ABLATIONS))
+MAIN_MODELS = ("dspnet", "sasrec", "sasrec_scene", "gru4rec", "bert4rec", "most_popular")
+# The five ablations named in the issue; config.ABLATIONS also has SFE depths 1 and 3.
+ABLATION_MODELS = ("dspnet_no_scene", "dspnet_no_sfe", "dspnet_no_ccr", "dspnet_ccr_uniform",
+                   "dspnet_no_adv")
+PRIOR_MODELS = tuple(f"dspnet_prior_{p}" for p in PRIORS if p != "gaussian")
+KNOWN_MODELS = ("dspnet", "most_popular", "bert4rec", *BASELINES,
+                *(f"dspnet_{a}" for a in ABLATIONS), *PRIOR_MODELS)
+STUDIES = ("ablations", "prior", "misalignment")
+MISALIGNMENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MOVIELENS_NAMES = ("movielens-100k", "ml-100k")
+# A difference is "significant" below this p-value (Wilcoxon signed-rank, per-user NDCG@10).
+SIGNIFICANCE_LEVEL = 0.01
 
 
 def model_config(name: str, split: LeaveOneOutSplit, overrides: Dict[str, Any]) -> DSPnetConfig:
@@ -29,11 +43,22 @@ def model_config(name: str, split: LeaveOneOutSplit, overrides: Dict[str, Any]) 
                         scene_vocab_size=len(split.scene_vocab), **overrides)
     if name == "dspnet":
         return base
+    if name == "bert4rec":  # shares SASRec's widths; BERT4Rec itself has no scene network
+        return base.as_baseline("sasrec")
     if name in BASELINES:
         return base.as_baseline(name)
+    if name.startswith("dspnet_prior_") and name[len("dspnet_prior_"):] in PRIORS:
+        return base.replace(prior=name[len("dspnet_prior_"):])
     if name.startswith("dspnet_") and name[len("dspnet_"):] in ABLATIONS:
         return base.with_ablation(name[len("dspnet_"):])
     raise ValueError(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")
+
+
+def load_benchmark_data(data: str) -> EventLog:
+    """An event log file/folder, or `movielens-100k` (the copy inside the recbole wheel)."""
+    if data.lower() in MOVIELENS_NAMES:
+        return load_movielens_100k()
+    return read_event_log(data)
 
 
 def oracle_ranks(data_dir: str, split: LeaveOneOutSplit) -> Optional[Dict[str, np.ndarray]]:
@@ -67,128 +92,356 @@ def _per_user(ranks: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return metrics
 
 
+def paired_test(ours: np.ndarray, theirs: np.ndarray) -> Dict[str, float]:
+    """Wilcoxon signed-rank test on paired per-user values; p = 1 when they never differ."""
+    from scipy.stats import wilcoxon  # pylint: disable=import-outside-toplevel
+
+    # Normal approximation: thousands of users, and many tied (zero) differences.
+    p_value = (float(wilcoxon(ours, theirs, method="approx").pvalue)
+               if np.any(ours != theirs) else 1.0)
+    return {"p_value": p_value, "mean_difference": float(np.mean(ours) - np.mean(theirs)),
+            "ratio": float(np.mean(ours) / np.mean(theirs)) if np.mean(theirs) > 0 else float("nan")}
+
+
+class _Runner:
+    """Trains and scores (model, seed) runs on one split, one shared progress bar."""
+
+    def __init__(self, settings: Dict[str, Any], bar: Any,
+                 progress: Optional[Callable[[str], None]]) -> None:
+        self.settings = settings
+        self.bar = bar
+        self.progress = progress
+
+    def run(self, label: str, split: LeaveOneOutSplit, models: Sequence[str],
+            seeds: Sequence[int]) -> Dict[str, Any]:
+        from dspnet_tf.evaluation.leave_one_out import rank_last_events  # pylint: disable=import-outside-toplevel
+        from dspnet_tf.models import BERT4Rec  # pylint: disable=import-outside-toplevel
+        from dspnet_tf.models.dspnet import DSPnet  # pylint: disable=import-outside-toplevel
+        from dspnet_tf.models.most_popular import MostPopular  # pylint: disable=import-outside-toplevel
+        from dspnet_tf.training import fit_with_early_stopping  # pylint: disable=import-outside-toplevel
+
+        s = self.settings
+        per_user: Dict[str, List[Dict[str, np.ndarray]]] = {m: [] for m in models}
+        curves: Dict[str, List[List[float]]] = {m: [] for m in models}
+        timing: Dict[str, List[Dict[str, float]]] = {m: [] for m in models}
+        for name in models:
+            for seed in seeds:
+                self.bar.set_description(f"{label}: {name} seed {seed}")
+                started = time.time()
+                if name == "most_popular":
+                    model = MostPopular(*split.train, len(split.item_vocab), len(split.scene_vocab))
+                    max_len = int(s["overrides"].get("max_len", 50))
+                    ranks = rank_last_events(model, *split.test, max_len=max_len)
+                    timing[name].append({"seconds_to_best": 0.0, "best_epoch": 0,
+                                         "seconds_per_epoch": 0.0})
+                else:
+                    result = fit_with_early_stopping(
+                        model_config(name, split, s["overrides"]), split, epochs=s["epochs"],
+                        patience=s["patience"], batch_size=s["batch_size"],
+                        learning_rate=s["learning_rate"], seed=seed,
+                        model_factory=BERT4Rec if name == "bert4rec" else DSPnet)
+                    ranks = result["test_ranks"]
+                    history = result["history"]
+                    curves[name].append([h["valid_ndcg@10"] for h in history])
+                    timing[name].append({
+                        "seconds_to_best": result["seconds_to_best"],
+                        "best_epoch": result["best_epoch"],
+                        "seconds_per_epoch": history[-1]["seconds"] / len(history),
+                        "best_valid_ndcg@10": result["valid"]["valid_ndcg@10"]})
+                per_user[name].append(_per_user(ranks))
+                self.bar.update(1)
+                if self.progress:
+                    self.progress(f"{label}: {name} seed {seed}: test ndcg@10 "
+                                  f"{per_user[name][-1]['ndcg@10'].mean():.4f} "
+                                  f"({time.time() - started:.0f} s)")
+        return {"per_user": per_user, "curves": curves, "timing": timing}
+
+
+def _summary(per_user: Dict[str, List[Dict[str, np.ndarray]]]) -> Dict[str, Any]:
+    return {
+        m: {k: {"mean": float(np.mean([run[k].mean() for run in runs])),
+                "std": float(np.std([run[k].mean() for run in runs]))}
+            for k in REPORTED}
+        for m, runs in per_user.items()
+    }
+
+
+def _seed_mean(runs: List[Dict[str, np.ndarray]], metric: str = "ndcg@10") -> np.ndarray:
+    """Per-user metric averaged over seeds (the paired unit of the significance tests)."""
+    return np.mean([run[metric] for run in runs], axis=0)
+
+
+def _world_config(data: str) -> Optional[Dict[str, Any]]:
+    path = os.path.join(data, "world.json") if os.path.isdir(data) else None
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["scene_world"]
+
+
 def run_quality_benchmark(
     data: str,
     out_dir: str,
-    models: Sequence[str] = ("dspnet", "sasrec", "sasrec_scene", "gru4rec", "most_popular"),
+    models: Sequence[str] = MAIN_MODELS,
     seeds: Sequence[int] = (0, 1, 2),
     epochs: int = 30,
     patience: int = 5,
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     overrides: Optional[Dict[str, Any]] = None,
+    studies: Sequence[str] = (),
+    study_seeds: Optional[Sequence[int]] = None,
+    misalignments: Sequence[float] = MISALIGNMENTS,
+    sweep_users: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, Any]:
-    """Trains and scores every model for every seed; writes results.json / .md / curves."""
-    from scipy.stats import wilcoxon  # pylint: disable=import-outside-toplevel
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    """Trains and scores every model for every seed, runs the studies, writes the results.
 
-    from dspnet_tf.models.most_popular import MostPopular  # pylint: disable=import-outside-toplevel
-    from dspnet_tf.evaluation.leave_one_out import rank_last_events  # pylint: disable=import-outside-toplevel
-    from dspnet_tf.training import fit_with_early_stopping  # pylint: disable=import-outside-toplevel
+    Args:
+      data: event log file/folder (a scene-world folder also gets the oracle row), or
+        `movielens-100k`.
+      out_dir: where results.json, results.md and the plots go (created).
+      models: the main table's models.
+      seeds: seeds of the main table.
+      epochs, patience, batch_size, learning_rate: the tuning budget, the same for every model.
+      overrides: DSPnetConfig fields applied to every model (e.g. max_len, item_dim).
+      studies: any of "ablations", "prior", "misalignment".
+      study_seeds: seeds of the studies (default: the first main seed).
+      misalignments: the sweep's misalignment values (needs a scene-world `data` folder).
+      sweep_users: users per sweep world (default: as many as the benchmark's world).
+      progress: called with one line per finished run.
+    """
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     unknown = [m for m in models if m not in KNOWN_MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(KNOWN_MODELS)}")
+    bad_studies = [s for s in studies if s not in STUDIES]
+    if bad_studies:
+        raise ValueError(f"unknown study {', '.join(bad_studies)}; known: {', '.join(STUDIES)}")
+    world = _world_config(data)
+    if "misalignment" in studies and world is None:
+        raise ValueError(f"the misalignment sweep needs a scene-world folder (with world.json); "
+                         f"{data!r} is not one")
+    study_seeds = list(study_seeds) if study_seeds is not None else list(seeds[:1])
     os.makedirs(out_dir, exist_ok=True)
-    overrides = dict(overrides or {})
-    log = read_event_log(data)
-    split = leave_one_out(log)
-    per_user: Dict[str, List[Dict[str, np.ndarray]]] = {m: [] for m in models}
-    curves: Dict[str, List[List[float]]] = {m: [] for m in models}
-    timing: Dict[str, List[Dict[str, float]]] = {m: [] for m in models}
-    runs = [(m, s) for m in models for s in seeds]
-    for name, seed in tqdm(runs, desc="quality runs", unit="run"):
-        started = time.time()
-        if name == "most_popular":
-            model = MostPopular(*split.train, len(split.item_vocab), len(split.scene_vocab))
-            max_len = int(overrides.get("max_len", 50))
-            ranks = rank_last_events(model, *split.test, max_len=max_len)
-            timing[name].append({"seconds_to_best": 0.0, "best_epoch": 0})
-        else:
-            result = fit_with_early_stopping(model_config(name, split, overrides), split,
-                                             epochs=epochs, patience=patience,
-                                             batch_size=batch_size, learning_rate=learning_rate,
-                                             seed=seed)
-            ranks = result["test_ranks"]
-            curves[name].append([h["valid_ndcg@10"] for h in result["history"]])
-            timing[name].append({"seconds_to_best": result["seconds_to_best"],
-                                 "best_epoch": result["best_epoch"]})
-        per_user[name].append(_per_user(ranks))
-        if progress:
-            progress(f"{name} seed {seed}: test ndcg@10 "
-                     f"{per_user[name][-1]['ndcg@10'].mean():.4f} ({time.time() - started:.0f} s)")
+    settings = {"epochs": epochs, "patience": patience, "batch_size": batch_size,
+                "learning_rate": learning_rate, "overrides": dict(overrides or {})}
+    started = time.time()
+    split = leave_one_out(load_benchmark_data(data))
 
-    summary = {
-        m: {k: {"mean": float(np.mean([run[k].mean() for run in per_user[m]])),
-                "std": float(np.std([run[k].mean() for run in per_user[m]]))}
-            for k in REPORTED}
-        for m in models
-    }
+    plan: List[Tuple[str, Sequence[str], Sequence[int]]] = [("main", list(models), list(seeds))]
+    if "ablations" in studies:
+        plan.append(("ablations", list(ABLATION_MODELS), study_seeds))
+    if "prior" in studies:
+        plan.append(("prior", list(PRIOR_MODELS), study_seeds))
+    sweep_models = ("dspnet", "sasrec")
+    total = sum(len(m) * len(s) for _, m, s in plan)
+    if "misalignment" in studies:
+        total += len(misalignments) * len(sweep_models) * len(study_seeds)
+
+    with tqdm(total=total, desc="quality runs", unit="run") as bar:
+        runner = _Runner(settings, bar, progress)
+        per_user: Dict[str, List[Dict[str, np.ndarray]]] = {}
+        curves: Dict[str, List[List[float]]] = {}
+        timing: Dict[str, List[Dict[str, float]]] = {}
+        for label, plan_models, plan_seeds in plan:
+            # The studies reuse the main table's dspnet runs of the same seeds.
+            todo = [m for m in plan_models if m not in per_user]
+            out = runner.run(label, split, todo, plan_seeds)
+            per_user.update(out["per_user"])
+            curves.update(out["curves"])
+            timing.update(out["timing"])
+        sweep = (_misalignment_sweep(world, misalignments, sweep_users, sweep_models,
+                                     study_seeds, runner, out_dir)
+                 if "misalignment" in studies else None)
+
+    summary = _summary(per_user)
     oracle = oracle_ranks(data, split)
     oracle_summary = ({k: float(v.mean()) for k, v in _per_user(oracle).items() if k in REPORTED}
                       if oracle is not None else None)
-    significance = None
+    significance, comparisons = None, {}
     baselines = [m for m in models if m != "dspnet" and not m.startswith("dspnet_")]
-    if "dspnet" in models and baselines:
+    if "dspnet" in per_user and baselines:
+        ours = _seed_mean(per_user["dspnet"])
+        for name in baselines:
+            comparisons[name] = paired_test(ours, _seed_mean(per_user[name]))
         best = max(baselines, key=lambda m: summary[m]["ndcg@10"]["mean"])
-        ours = np.mean([run["ndcg@10"] for run in per_user["dspnet"]], axis=0)
-        theirs = np.mean([run["ndcg@10"] for run in per_user[best]], axis=0)
-        p_value = float(wilcoxon(ours, theirs).pvalue) if np.any(ours != theirs) else 1.0
         significance = {"model": "dspnet", "baseline": best, "metric": "ndcg@10",
-                        "p_value": p_value}
-    results = {"dataset": os.path.abspath(data), "seeds": list(seeds), "models": summary,
-               "oracle": oracle_summary, "significance": significance,
-               "split": split.summary(), "timing": timing,
-               "settings": {"epochs": epochs, "patience": patience, "batch_size": batch_size,
-                            "learning_rate": learning_rate, "overrides": overrides}}
+                        "p_value": comparisons[best]["p_value"]}
+    results = {
+        "dataset": data if data.lower() in MOVIELENS_NAMES else os.path.abspath(data),
+        "seeds": list(seeds), "models": summary, "oracle": oracle_summary,
+        "significance": significance, "comparisons": comparisons,
+        "studies": {"seeds": study_seeds, "ablations": [m for m in ABLATION_MODELS if m in summary],
+                    "prior": ["dspnet", *[m for m in PRIOR_MODELS if m in summary]]
+                    if "prior" in studies else [],
+                    "misalignment": sweep},
+        "split": split.summary(), "timing": timing, "settings": settings,
+        "wall_seconds": time.time() - started,
+    }
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)
     _write_markdown(results, os.path.join(out_dir, "results.md"))
     _plot_curves(curves, os.path.join(out_dir, "training_curves.png"))
+    _plot_main(results, os.path.join(out_dir, "main_table.png"))
+    if sweep:
+        _plot_sweep(sweep, os.path.join(out_dir, "misalignment_sweep.png"))
     return results
+
+
+def _misalignment_sweep(world: Dict[str, Any], misalignments: Sequence[float],
+                        users: Optional[int], sweep_models: Sequence[str], seeds: Sequence[int],
+                        runner: _Runner, out_dir: str) -> Dict[str, Any]:
+    """DSPnet vs item-only SASRec on worlds that differ only in misalignment (paired tests)."""
+    from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig  # pylint: disable=import-outside-toplevel
+
+    sweep: Dict[str, Any] = {"users": users or world["users"], "points": []}
+    for value in misalignments:
+        config = SceneWorldConfig(**{**world, "misalignment": float(value),
+                                     "users": users or world["users"]})
+        folder = os.path.join(out_dir, "worlds", f"misalignment_{value:g}")
+        SceneWorld(config).generate().write(folder)
+        split = leave_one_out(read_event_log(folder))
+        out = runner.run(f"misalignment {value:g}", split, sweep_models, seeds)
+        summary = _summary(out["per_user"])
+        oracle = oracle_ranks(folder, split)
+        test = paired_test(_seed_mean(out["per_user"]["dspnet"]),
+                           _seed_mean(out["per_user"]["sasrec"]))
+        sweep["points"].append({
+            "misalignment": float(value),
+            "models": {m: {k: summary[m][k] for k in ("ndcg@10", "hr@10", "scene_acc@1")}
+                       for m in sweep_models},
+            "oracle_ndcg@10": float(_per_user(oracle)["ndcg@10"].mean()),
+            "dspnet_vs_sasrec": test,
+            "dspnet_significantly_below": bool(test["mean_difference"] < 0
+                                               and test["p_value"] < SIGNIFICANCE_LEVEL),
+        })
+    return sweep
 
 
 def _write_markdown(results: Dict[str, Any], path: str) -> None:
     oracle = results["oracle"]
     cols = ("hr@10", "ndcg@10", "mrr", "scene_acc@1")
-    lines = [f"# Quality: {results['dataset']}", "",
-             f"Seeds {results['seeds']}; split {results['split']}; settings {results['settings']}.",
-             "", "| model | " + " | ".join(cols) + (" | ndcg@10 / oracle |" if oracle else " |"),
-             "|---" * (len(cols) + 1 + (1 if oracle else 0)) + "|"]
-    if oracle:
-        lines.append("| oracle | " + " | ".join(f"{oracle[c]:.4f}" for c in cols) + " | 1.00 |")
-    for name, metrics in results["models"].items():
-        cells = [f"{metrics[c]['mean']:.4f} ± {metrics[c]['std']:.4f}" for c in cols]
+    minutes = results["wall_seconds"] / 60
+
+    def table(names: Sequence[str]) -> List[str]:
+        lines = ["| model | " + " | ".join(cols) + (" | ndcg@10 / oracle |" if oracle else " |"),
+                 "|---" * (len(cols) + 1 + (1 if oracle else 0)) + "|"]
         if oracle:
-            cells.append(f"{metrics['ndcg@10']['mean'] / oracle['ndcg@10']:.2f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("| oracle | " + " | ".join(f"{oracle[c]:.4f}" for c in cols) + " | 1.00 |")
+        for name in names:
+            metrics = results["models"][name]
+            cells = [f"{metrics[c]['mean']:.4f} ± {metrics[c]['std']:.4f}" for c in cols]
+            if oracle:
+                cells.append(f"{metrics['ndcg@10']['mean'] / oracle['ndcg@10']:.2f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return lines
+
+    studies = results["studies"]
+    in_studies = set(studies["ablations"]) | set(studies["prior"]) - {"dspnet"}
+    main = [m for m in results["models"] if m not in in_studies]
+    lines = [f"# Quality: {results['dataset']}", "",
+             f"Seeds {results['seeds']}; split {results['split']}; settings "
+             f"{results['settings']}; {minutes:.1f} min in all.", "", "## Main table", ""]
+    lines += table(main)
     sig = results["significance"]
     if sig:
-        lines += ["", f"Wilcoxon signed-rank on per-user NDCG@10, dspnet vs {sig['baseline']}: "
-                      f"p = {sig['p_value']:.3g}."]
+        best = results["models"][sig["baseline"]]["ndcg@10"]["mean"]
+        ratio = results["models"]["dspnet"]["ndcg@10"]["mean"] / best
+        lines += ["", f"DSPnet / best baseline ({sig['baseline']}) NDCG@10: **{ratio:.3f}x**; "
+                      f"Wilcoxon signed-rank on per-user NDCG@10 (averaged over seeds): "
+                      f"p = {sig['p_value']:.3g}.", "",
+                  "| dspnet vs | ndcg@10 ratio | p-value |", "|---|---|---|"]
+        lines += [f"| {name} | {c['ratio']:.3f} | {c['p_value']:.3g} |"
+                  for name, c in results["comparisons"].items()]
+    for title, names in (("Ablations", studies["ablations"]), ("Prior sensitivity", studies["prior"])):
+        if names:
+            lines += ["", f"## {title} (seeds {studies['seeds']})", ""]
+            lines += table(["dspnet", *[n for n in names if n != "dspnet"]])
+    sweep = studies["misalignment"]
+    if sweep:
+        lines += ["", f"## Misalignment sweep ({sweep['users']} users per world, seeds "
+                      f"{studies['seeds']})", "",
+                  "| misalignment | oracle ndcg@10 | dspnet ndcg@10 | sasrec ndcg@10 | ratio | "
+                  "p-value | dspnet significantly below? |", "|---" * 7 + "|"]
+        for point in sweep["points"]:
+            test = point["dspnet_vs_sasrec"]
+            lines.append(
+                f"| {point['misalignment']:g} | {point['oracle_ndcg@10']:.4f} | "
+                f"{point['models']['dspnet']['ndcg@10']['mean']:.4f} | "
+                f"{point['models']['sasrec']['ndcg@10']['mean']:.4f} | {test['ratio']:.3f} | "
+                f"{test['p_value']:.3g} | {'yes' if point['dspnet_significantly_below'] else 'no'} |")
+    timing = results["timing"]
+    lines += ["", "## Training time (seconds, mean over runs)", "",
+              "| model | best epoch | seconds to best | seconds per epoch |", "|---|---|---|---|"]
+    for name, runs in timing.items():
+        if runs and name != "most_popular":
+            lines.append(f"| {name} | {np.mean([r['best_epoch'] for r in runs]):.1f} | "
+                         f"{np.mean([r['seconds_to_best'] for r in runs]):.0f} | "
+                         f"{np.mean([r['seconds_per_epoch'] for r in runs]):.1f} |")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
 
 
-def _plot_curves(curves: Dict[str, List[List[float]]], path: str) -> None:
+def _pyplot():
     import matplotlib  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-    fig, axis = plt.subplots(figsize=(6, 4))
-    for name, runs in curves.items():
+    return plt
+
+
+def _plot_curves(curves: Dict[str, List[List[float]]], path: str) -> None:
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(7, 4.5))
+    for index, (name, runs) in enumerate(curves.items()):
         for i, run in enumerate(runs):
             axis.plot(range(1, len(run) + 1), run, label=name if i == 0 else None,
-                      color=f"C{list(curves).index(name)}", alpha=0.8)
+                      color=f"C{index % 10}", linestyle="-" if index < 10 else "--", alpha=0.8)
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation NDCG@10")
     if any(curves.values()):
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=7, ncol=2)
     else:
         axis.text(0.5, 0.5, "no trained models (most-popular only)", ha="center",
                   transform=axis.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_main(results: Dict[str, Any], path: str) -> None:
+    """Test NDCG@10 per model (mean and std over seeds), the oracle as a line."""
+    plt = _pyplot()
+    names = list(results["models"])
+    means = [results["models"][n]["ndcg@10"]["mean"] for n in names]
+    stds = [results["models"][n]["ndcg@10"]["std"] for n in names]
+    fig, axis = plt.subplots(figsize=(max(6, 0.7 * len(names)), 4))
+    axis.bar(range(len(names)), means, yerr=stds, color="C0", capsize=3)
+    if results["oracle"]:
+        axis.axhline(results["oracle"]["ndcg@10"], color="C3", linestyle="--", label="oracle")
+        axis.legend()
+    axis.set_xticks(range(len(names)))
+    axis.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    axis.set_ylabel("test NDCG@10")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_sweep(sweep: Dict[str, Any], path: str) -> None:
+    plt = _pyplot()
+    xs = [p["misalignment"] for p in sweep["points"]]
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for name in ("dspnet", "sasrec"):
+        axis.plot(xs, [p["models"][name]["ndcg@10"]["mean"] for p in sweep["points"]],
+                  marker="o", label=name)
+    axis.plot(xs, [p["oracle_ndcg@10"] for p in sweep["points"]], linestyle="--", label="oracle")
+    axis.set_xlabel("misalignment")
+    axis.set_ylabel("test NDCG@10")
+    axis.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

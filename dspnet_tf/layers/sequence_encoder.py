@@ -34,11 +34,15 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
     Args:
       vocab_size: number of ids including padding (0).
       dim: embedding and block width.
-      max_len: longest sequence; positions are counted from the left of the padded window.
+      max_len: longest sequence. Positions are counted back from the most recent event, so a
+        window shorter than `max_len` (a batch padded only to its longest history) reads the
+        same position embeddings as the same events padded to `max_len`.
       num_blocks: number of Transformer blocks.
       num_heads: attention heads per block.
       ffn_multiplier: feed-forward width as a multiple of `dim`.
       dropout: dropout rate.
+      causal: True (default) lets position t see events <= t only (next-event prediction);
+        False lets every position see the whole window (BERT4Rec's cloze task).
     """
 
     def __init__(
@@ -50,9 +54,11 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         num_heads: int = 2,
         ffn_multiplier: int = 4,
         dropout: float = 0.2,
+        causal: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.causal = bool(causal)
         self.vocab_size = int(vocab_size)
         self.dim = int(dim)
         self.max_len = int(max_len)
@@ -104,11 +110,17 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         x = self.token_embedding(ids) * tf.math.sqrt(tf.cast(self.dim, self.compute_dtype))
         if extra_embeddings is not None:
             x = x + extra_embeddings
-        x = (x + self.position_embedding(tf.range(length))[tf.newaxis]) * valid
+        # The most recent event always gets position max_len - 1, whatever the window length.
+        positions = tf.range(self.max_len - length, self.max_len)
+        x = (x + self.position_embedding(positions)[tf.newaxis]) * valid
         x = self.embedding_dropout(x, training=training)
-        # attention_mask[b, q, k]: query q may read key k if k <= q (causal) and k is real.
-        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
-        attention_mask = tf.logical_and(causal[tf.newaxis], padding_mask[:, tf.newaxis, :])
+        # attention_mask[b, q, k]: query q may read key k if k is real (and k <= q if causal).
+        attention_mask = tf.broadcast_to(
+            padding_mask[:, tf.newaxis, :], [tf.shape(ids)[0], length, length]
+        )
+        if self.causal:
+            causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+            attention_mask = tf.logical_and(causal[tf.newaxis], attention_mask)
         for block in self.blocks:
             x = block(x, attention_mask=attention_mask, training=training) * valid
         return self.final_norm(x) * valid
@@ -123,5 +135,6 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
             num_heads=self.num_heads,
             ffn_multiplier=self.ffn_multiplier,
             dropout=self.dropout_rate,
+            causal=self.causal,
         )
         return config

@@ -3,30 +3,49 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import tensorflow as tf
 
 
-def discriminator_loss(prior_logits: tf.Tensor, encoded_logits: tf.Tensor) -> tf.Tensor:
-    """D's loss: -log D(prior sample) - log(1 - D(z)), each averaged (D(x) = sigmoid(logit))."""
-    return tf.reduce_mean(tf.nn.softplus(-prior_logits)) + tf.reduce_mean(
-        tf.nn.softplus(encoded_logits)
+def _mean(values: tf.Tensor, weights: Optional[tf.Tensor]) -> tf.Tensor:
+    """Mean of `values`, or their weighted mean (weights 0 drop padded positions)."""
+    if weights is None:
+        return tf.reduce_mean(values)
+    weights = tf.cast(tf.reshape(weights, tf.shape(values)), values.dtype)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+
+
+def discriminator_loss(
+    prior_logits: tf.Tensor, encoded_logits: tf.Tensor, weights: Optional[tf.Tensor] = None
+) -> tf.Tensor:
+    """D's loss: -log D(prior sample) - log(1 - D(z)), each averaged (D(x) = sigmoid(logit)).
+
+    `weights` (same shape as `encoded_logits`) weight the encoded side: fixed-shape batches with
+    padding weighted 0 replace a boolean mask, whose dynamic shape XLA cannot compile.
+    """
+    return tf.reduce_mean(tf.nn.softplus(-prior_logits)) + _mean(
+        tf.nn.softplus(encoded_logits), weights
     )
 
 
-def generator_loss(encoded_logits: tf.Tensor) -> tf.Tensor:
-    """The encoders' adversarial term: -log D(z), averaged."""
-    return tf.reduce_mean(tf.nn.softplus(-encoded_logits))
+def generator_loss(encoded_logits: tf.Tensor, weights: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """The encoders' adversarial term: -log D(z), (weighted) averaged."""
+    return _mean(tf.nn.softplus(-encoded_logits), weights)
 
 
-def discriminator_accuracy(prior_logits: tf.Tensor, encoded_logits: tf.Tensor) -> tf.Tensor:
+def discriminator_accuracy(
+    prior_logits: tf.Tensor, encoded_logits: tf.Tensor, weights: Optional[tf.Tensor] = None
+) -> tf.Tensor:
     """Share of prior samples called "prior" and of z called "encoder", over both sets."""
-    correct = tf.concat(
-        [tf.cast(tf.reshape(prior_logits, [-1]) > 0, tf.float32),
-         tf.cast(tf.reshape(encoded_logits, [-1]) <= 0, tf.float32)],
-        axis=0,
+    prior_correct = tf.cast(tf.reshape(prior_logits, [-1]) > 0, tf.float32)
+    encoded_correct = tf.cast(tf.reshape(encoded_logits, [-1]) <= 0, tf.float32)
+    encoded_weights = (tf.ones_like(encoded_correct) if weights is None
+                       else tf.cast(tf.reshape(weights, [-1]), tf.float32))
+    return tf.math.divide_no_nan(
+        tf.reduce_sum(prior_correct) + tf.reduce_sum(encoded_correct * encoded_weights),
+        tf.cast(tf.size(prior_correct), tf.float32) + tf.reduce_sum(encoded_weights),
     )
-    return tf.reduce_mean(correct)
 
 
 def mixture_means(components: int, dim: int, radius: float = 2.0) -> tf.Tensor:

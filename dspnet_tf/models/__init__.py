@@ -1,5 +1,6 @@
-"""Keras models: DSPnet (and, later, the baselines that share its layers)."""
+"""Keras models: DSPnet and the BERT4Rec baseline (the other baselines are DSPnet configs)."""
 
+from dspnet_tf.models.bert4rec import BERT4Rec
 from dspnet_tf.models.dspnet import DSPnet
 
-__all__ = ["DSPnet"]
+__all__ = ["BERT4Rec", "DSPnet"]

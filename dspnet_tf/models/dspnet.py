@@ -169,7 +169,7 @@ class DSPnet(tf.keras.Model):
     def _prepare(
         self, inputs: Mapping[str, tf.Tensor]
     ) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
-        """Validates ids, keeps the most recent max_len events, left pads to max_len."""
+        """Validates ids and keeps the most recent max_len events (inputs are left padded)."""
         if not isinstance(inputs, Mapping) or ITEM_IDS not in inputs or SCENE_IDS not in inputs:
             raise ValueError(
                 "DSPnet expects a dict with keys 'item_ids' and 'scene_ids' ([batch, length] "
@@ -179,10 +179,9 @@ class DSPnet(tf.keras.Model):
         c = self.dspnet_config
         items = self._in_vocab(inputs[ITEM_IDS], c.item_vocab_size)
         scenes = self._in_vocab(inputs[SCENE_IDS], c.scene_vocab_size)
+        # Shorter windows are not padded up to max_len: the encoders count positions from the
+        # most recent event and mask padding, so leading padding changes no output, only cost.
         items, scenes = items[:, -c.max_len:], scenes[:, -c.max_len:]
-        pad = c.max_len - tf.shape(items)[1]
-        items = tf.pad(items, [[0, 0], [pad, 0]])
-        scenes = tf.pad(scenes, [[0, 0], [pad, 0]])
         target = inputs.get(TARGET_SCENE)
         if target is not None:
             target = self._in_vocab(tf.reshape(target, [-1]), c.scene_vocab_size)
@@ -301,9 +300,31 @@ class DSPnet(tf.keras.Model):
     def compute_losses(
         self, items: tf.Tensor, scenes: tf.Tensor, training: bool = True
     ) -> Dict[str, tf.Tensor]:
-        """Every loss term on prepared ids, the weighted total under "loss", and "user_z"."""
+        """Every loss term on prepared ids, the weighted total under "loss", and "user_z".
+
+        `user_z` [N, d] holds z at every position and `user_z_weights` [N] is 1 where the
+        position is a real training position (the ones the prior regulariser sees).
+        """
         c = self.dspnet_config
-        encoded = self.encode(items, scenes, training=training)
+        if c.use_ccr:
+            # The two augmented views ride in the same encoder call as the sequences: one pass
+            # over [3B, L] costs far less than three passes over [B, L] (per-op overhead
+            # dominates at recommender widths), with the same result.
+            seed_a, seed_b = tf.unstack(
+                tf.random.experimental.stateless_split(self._step_seed(_SALT_VIEWS), num=2)
+            )
+            items_a, scenes_a = self.augmenter(items, scenes, seed=seed_a)
+            items_b, scenes_b = self.augmenter(items, scenes, seed=seed_b)
+            joint = self.encode(tf.concat([items, items_a, items_b], axis=0),
+                                tf.concat([scenes, scenes_a, scenes_b], axis=0),
+                                training=training)
+            batch = tf.shape(items)[0]
+            encoded = {key: (value[:batch] if value is not None else None)
+                       for key, value in joint.items()}
+            view_a_z = joint["z"][batch:2 * batch, -1]
+            view_b_z = joint["z"][2 * batch:, -1]
+        else:
+            encoded = self.encode(items, scenes, training=training)
         z = encoded["z"]
         z_in = z[:, :-1]
         next_items, next_scenes, weights = self._next_event_targets(items, scenes, z.dtype)
@@ -335,11 +356,6 @@ class DSPnet(tf.keras.Model):
         losses = {"item_loss": item_loss, "scene_loss": scene_loss}
 
         if c.use_ccr:
-            seed_a, seed_b = tf.unstack(
-                tf.random.experimental.stateless_split(self._step_seed(_SALT_VIEWS), num=2)
-            )
-            view_a = self.encode(*self.augmenter(items, scenes, seed=seed_a), training=training)
-            view_b = self.encode(*self.augmenter(items, scenes, seed=seed_b), training=training)
             weights_ccr = None
             if self.context_weighting is not None:
                 # The context only chooses soft positives; stopping its gradient keeps the
@@ -347,18 +363,23 @@ class DSPnet(tf.keras.Model):
                 context = encoded["scene_states"] if encoded["scene_states"] is not None else z
                 weights_ccr = self.context_weighting(tf.stop_gradient(context[:, -1]))
             losses["ccr_loss"] = conditional_info_nce(
-                view_a["z"][:, -1], view_b["z"][:, -1], c.ccr_temperature, weights_ccr,
+                view_a_z, view_b_z, c.ccr_temperature, weights_ccr,
                 c.ccr_soft_positive_mass,
             )
             total += c.lambda_ccr * losses["ccr_loss"]
 
-        # The latent regularised towards the prior: z at every real training position.
-        user_z = tf.boolean_mask(z_in, weights > 0)
+        # The latent regularised towards the prior: z at every real training position. Padded
+        # positions stay in with weight 0 (fixed shapes, so the step compiles with XLA).
+        user_z = tf.reshape(z_in, [-1, c.item_dim])
+        user_z_weights = tf.reshape(weights, [-1])
         if c.use_adversarial:
-            losses["adv_generator_loss"] = generator_loss(self.discriminator(user_z))
+            losses["adv_generator_loss"] = generator_loss(
+                tf.reshape(self.discriminator(user_z), [-1]), user_z_weights
+            )
             total += c.lambda_adv * losses["adv_generator_loss"]
         losses["loss"] = total
         losses["user_z"] = user_z
+        losses["user_z_weights"] = user_z_weights
         return losses
 
     def encoder_variables(self) -> list:
@@ -385,12 +406,15 @@ class DSPnet(tf.keras.Model):
             [(g, v) for g, v in zip(gradients, variables) if g is not None]
         )
         if self.discriminator is not None:
-            losses.update(self._discriminator_step(tf.stop_gradient(losses["user_z"])))
+            losses.update(self._discriminator_step(tf.stop_gradient(losses["user_z"]),
+                                                   losses["user_z_weights"]))
         for name, tracker in self._train_trackers.items():
             tracker.update_state(losses[name])
         return {name: tracker.result() for name, tracker in self._train_trackers.items()}
 
-    def _discriminator_step(self, user_z: tf.Tensor) -> Dict[str, tf.Tensor]:
+    def _discriminator_step(
+        self, user_z: tf.Tensor, weights: tf.Tensor
+    ) -> Dict[str, tf.Tensor]:
         c = self.dspnet_config
         if self.discriminator_optimizer is None:
             raise RuntimeError("call compile() before fit(): the discriminator needs an optimizer")
@@ -400,15 +424,16 @@ class DSPnet(tf.keras.Model):
         )
         with tf.GradientTape() as tape:
             prior_logits = self.discriminator(prior)
-            encoded_logits = self.discriminator(user_z)
-            loss = discriminator_loss(prior_logits, encoded_logits)
+            encoded_logits = tf.reshape(self.discriminator(user_z), [-1])
+            loss = discriminator_loss(prior_logits, encoded_logits, weights)
         variables = self.discriminator.trainable_variables
         self.discriminator_optimizer.apply_gradients(
             zip(tape.gradient(loss, variables), variables)
         )
         return {
             "discriminator_loss": loss,
-            "discriminator_accuracy": discriminator_accuracy(prior_logits, encoded_logits),
+            "discriminator_accuracy": discriminator_accuracy(prior_logits, encoded_logits,
+                                                             weights),
         }
 
     @tf.autograph.experimental.do_not_convert

@@ -97,3 +97,88 @@ def test_early_stopping_keeps_the_best_validation_weights():
     best = max(r["valid_ndcg@10"] for r in result["history"])
     assert result["valid"]["valid_ndcg@10"] == best
     assert len(result["test_ranks"]["item_rank"]) == 60
+
+
+def test_bert4rec_reads_both_directions_and_predicts_at_an_appended_mask():
+    from dspnet_tf.models import BERT4Rec
+
+    model = BERT4Rec(base_config(), num_sampled=5)
+    items, scenes = _inputs()
+    logits = model({"item_ids": items, "scene_ids": scenes})["item_logits"].numpy()
+    # Known answer: the logits are the head's query at [history..., MASK] times the item table.
+    window = np.concatenate([items, np.full((4, 1), model.mask_token)], axis=1)[:, -6:]
+    states = model.item_encoder(tf.constant(window), padding_mask=tf.constant(window > 0))
+    query = model.item_head(states[:, -1]).numpy()
+    table = model.item_encoder.embeddings.numpy()[:25]
+    np.testing.assert_allclose(logits[:, 1:], (query @ table.T)[:, 1:], rtol=1e-5, atol=1e-5)
+    assert (logits[:, 0] < -1e8).all()
+    # Bidirectional: changing the OLDEST event changes every position's state.
+    changed = window.copy()
+    changed[:, 2] = np.where(changed[:, 2] > 0, (changed[:, 2] % 20) + 3, 0)
+    other = model.item_encoder(tf.constant(changed), padding_mask=tf.constant(changed > 0)).numpy()
+    assert not np.allclose(other[0, :2], states.numpy()[0, :2], atol=1e-6)
+    # Scenes are ignored; the scene logits are uniform over real scenes.
+    out = model({"item_ids": items, "scene_ids": np.zeros_like(scenes)})
+    np.testing.assert_allclose(out["item_logits"].numpy(), logits, atol=1e-6)
+    assert np.ptp(out["scene_logits"].numpy()[:, 1:]) == 0
+
+
+def test_bert4rec_learns_a_deterministic_successor_and_round_trips(tmp_path):
+    from dspnet_tf.data import make_dataset
+    from dspnet_tf.models import BERT4Rec
+
+    tf.keras.utils.set_random_seed(3)
+    # Item i is always followed by item i + 1 (ids 2..21): the cloze task must learn it.
+    sequences = [[2 + (start + t) % 20 for t in range(6)] for start in range(20)] * 10
+    model = BERT4Rec(base_config(max_len=6, item_dim=32, num_heads=2), num_sampled=8,
+                     mask_ratio=0.3)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.003))
+    dataset = make_dataset(sequences, sequences, max_len=6, batch_size=50)
+    history = model.fit(dataset, epochs=150, verbose=0).history["loss"]
+    assert history[-1] < 0.5 * history[0]
+    histories = np.array([[2 + (s + t) % 20 for t in range(5)] for s in range(20)])
+    predicted = model({"item_ids": histories, "scene_ids": histories})["item_logits"].numpy()
+    expected = 2 + (np.arange(20) + 5) % 20
+    assert (predicted.argmax(axis=1) == expected).mean() >= 0.8
+
+    model.save(str(tmp_path / "bert4rec"))
+    loaded = tf.keras.models.load_model(str(tmp_path / "bert4rec"))
+    np.testing.assert_allclose(
+        loaded({"item_ids": histories, "scene_ids": histories})["item_logits"].numpy(),
+        predicted, atol=1e-5)
+    clone = BERT4Rec.from_config(model.get_config())
+    assert clone.mask_ratio == 0.3 and clone.num_sampled == 8
+
+
+def test_training_windows_predict_every_event_once():
+    from dspnet_tf.data.sequences import training_windows
+
+    items = [list(range(10, 21)), [1, 2, 3]]
+    windows, scenes = training_windows(items, [[s + 100 for s in seq] for seq in items], window=4)
+    assert windows == [[17, 18, 19, 20], [14, 15, 16, 17], [11, 12, 13, 14], [10, 11],
+                       [1, 2, 3]]
+    # Each window of n events trains n - 1 targets; together they cover events 1..10 once.
+    targets = [event for w in windows[:-1] for event in w[1:]]
+    assert sorted(targets) == list(range(11, 21))
+    assert windows[-1] == [1, 2, 3] and scenes[-1] == [101, 102, 103]
+    assert all(len(w) <= 4 for w in windows)
+    with pytest.raises(ValueError, match="window"):
+        training_windows(items, items, window=1)
+
+
+def test_length_bucketed_batches_hold_every_sequence_once_left_padded():
+    from dspnet_tf.data import left_pad, make_dataset
+
+    lengths = RNG.integers(1, 40, size=300)
+    items = [list(RNG.integers(2, 99, size=n)) for n in lengths]
+    scenes = [[i % 5 + 1 for i in seq] for seq in items]
+    seen = []
+    for batch in make_dataset(items, scenes, max_len=30, batch_size=32, bucket_by_length=True):
+        ids, sc = batch["item_ids"].numpy(), batch["scene_ids"].numpy()
+        assert ids.shape[1] <= 30 and (ids[:, -1] > 0).all()  # left padded, latest event last
+        # The batch is padded to its own longest history, not to max_len.
+        assert ids.shape[1] == (ids > 0).sum(axis=1).max()
+        np.testing.assert_array_equal(np.where(ids > 0, ids % 5 + 1, 0), sc)
+        seen += [tuple(row[row > 0]) for row in ids]
+    expected = [tuple(row[row > 0]) for row in left_pad(items, 30)]
+    assert sorted(seen) == sorted(expected)

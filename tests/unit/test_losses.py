@@ -129,3 +129,16 @@ def test_priors_have_the_documented_moments(prior):
     # Deterministic for a seed.
     y = losses.sample_prior(prior, 40000, 4, tf.constant([1, 2], tf.int64), components=4).numpy()
     np.testing.assert_array_equal(x, y)
+
+
+def test_weighted_adversarial_terms_equal_the_terms_on_the_kept_positions():
+    # Fixed-shape batches with padding weighted 0 must give what a boolean mask would.
+    real, fake = RNG.normal(size=(9,)), RNG.normal(size=(8,))
+    weights = np.array([1, 0, 1, 1, 0, 0, 1, 1], np.float64)
+    kept = fake[weights > 0]
+    np.testing.assert_allclose(losses.generator_loss(fake, weights).numpy(),
+                               losses.generator_loss(kept).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(losses.discriminator_loss(real, fake, weights).numpy(),
+                               losses.discriminator_loss(real, kept).numpy(), rtol=1e-10)
+    assert losses.discriminator_accuracy(real, fake, weights).numpy() == pytest.approx(
+        losses.discriminator_accuracy(real, kept).numpy())

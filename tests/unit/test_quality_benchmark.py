@@ -46,3 +46,46 @@ def test_oracle_ranks_are_within_the_vocabulary(world_dir):
 def test_unknown_model_is_a_clear_error(world_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
         run_quality_benchmark(str(world_dir), str(tmp_path), models=["bert5rec"])
+
+
+TINY = {"max_len": 10, "item_dim": 8, "scene_dim": 4, "num_blocks": 1}
+
+
+def test_studies_write_ablations_prior_and_a_paired_misalignment_sweep(world_dir, tmp_path):
+    results = run_quality_benchmark(
+        str(world_dir), str(tmp_path), models=["dspnet", "sasrec", "bert4rec", "most_popular"],
+        seeds=[0], epochs=1, patience=1, batch_size=32, overrides=TINY,
+        studies=["ablations", "prior", "misalignment"], misalignments=(0.0, 1.0), sweep_users=40)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    for name in ("dspnet_no_scene", "dspnet_no_sfe", "dspnet_no_ccr", "dspnet_ccr_uniform",
+                 "dspnet_no_adv", "dspnet_prior_laplace", "dspnet_prior_mixture", "bert4rec"):
+        assert 0 <= saved["models"][name]["ndcg@10"]["mean"] <= 1, name
+    assert set(saved["comparisons"]) == {"sasrec", "bert4rec", "most_popular"}
+    sweep = saved["studies"]["misalignment"]
+    assert [p["misalignment"] for p in sweep["points"]] == [0.0, 1.0]
+    for point in sweep["points"]:
+        assert 0 <= point["dspnet_vs_sasrec"]["p_value"] <= 1
+        assert point["oracle_ndcg@10"] > 0
+        assert isinstance(point["dspnet_significantly_below"], bool)
+    # The sweep's worlds differ from the benchmark's world only in misalignment.
+    world = json.loads((world_dir / "world.json").read_text())["scene_world"]
+    swept = json.loads((tmp_path / "worlds" / "misalignment_1" / "world.json").read_text())
+    assert {k: v for k, v in swept["scene_world"].items() if k not in ("misalignment", "users")} == \
+        {k: v for k, v in world.items() if k not in ("misalignment", "users")}
+    assert swept["scene_world"]["misalignment"] == 1.0 and swept["users"] == 40
+    markdown = (tmp_path / "results.md").read_text()
+    for heading in ("## Main table", "## Ablations", "## Prior sensitivity", "## Misalignment sweep"):
+        assert heading in markdown
+    for plot in ("main_table.png", "misalignment_sweep.png", "training_curves.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+
+
+def test_a_sweep_needs_a_scene_world(tmp_path):
+    log = tmp_path / "events.csv"
+    log.write_text("user_id,item_id,scene,timestamp\n" + "".join(
+        f"u{u},i{t},feed,{t}\n" for u in range(3) for t in range(4)))
+    with pytest.raises(ValueError, match="misalignment sweep needs a scene-world"):
+        run_quality_benchmark(str(log), str(tmp_path / "out"), studies=["misalignment"])
+    with pytest.raises(ValueError, match="unknown study"):
+        run_quality_benchmark(str(log), str(tmp_path / "out"), studies=["vibes"])
