@@ -252,18 +252,17 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
     studies = _split_list(args.studies)
     seeds = list(range(1 if args.quick else args.seeds))
     epochs = min(args.epochs, 3) if args.quick else args.epochs
-    overrides = {k: getattr(args, k) for k in ("max_len", "item_dim", "scene_dim")
+    overrides = {k: getattr(args, k) for k in ("max_len", "item_dim", "scene_dim", "item_loss")
                  if getattr(args, k) is not None}
-    sweep_users = args.sweep_users
-    if args.quick and sweep_users is None:
-        sweep_users = 2000
+    sweep_users = min(args.sweep_users, 1000) if args.quick else args.sweep_users
     _stage(f"quality benchmark on {args.data}: {', '.join(models)} x {len(seeds)} seed(s), "
            f"up to {epochs} epochs; studies: {', '.join(studies) or 'none'}")
     try:
         run_quality_benchmark(
             args.data, args.out, models=models, seeds=seeds, epochs=epochs,
             patience=args.patience, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, overrides=overrides, studies=studies,
+            learning_rate=args.learning_rate, overrides=overrides,
+            window_stride=args.window_stride, studies=studies,
             sweep_users=sweep_users,
             progress=lambda line: print(f"    {line}", flush=True))
     except (EventLogError, ValueError) as err:
@@ -499,17 +498,26 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--learning-rate", type=float, default=1e-3,
                          help="Adam learning rate (default: %(default)s)")
     quality.add_argument("--quick", action="store_true",
-                         help="one seed, at most 3 epochs, 2,000-user sweep worlds: a smoke run "
+                         help="one seed, at most 3 epochs, 1,000-user sweep worlds: a smoke run "
                               "of the whole benchmark")
-    quality.add_argument("--epochs", type=_positive_int, default=20,
+    quality.add_argument("--epochs", type=_positive_int, default=10,
                          help="most epochs per run (default: %(default)s)")
     quality.add_argument("--batch-size", type=_positive_int, default=256,
                          help="batch size (default: %(default)s)")
-    quality.add_argument("--sweep-users", type=_positive_int,
-                         help="users per misalignment-sweep world (default: as in --data's world)")
+    quality.add_argument("--sweep-users", type=_positive_int, default=2000,
+                         help="users per misalignment-sweep world; the other knobs are --data's "
+                              "world's (default: %(default)s)")
     quality.add_argument("--max-len", type=_positive_int, help="history length (default: 50)")
     quality.add_argument("--item-dim", type=_positive_int, help="item width (default: 64)")
     quality.add_argument("--scene-dim", type=_positive_int, help="scene width (default: 16)")
+    quality.add_argument("--item-loss", choices=("sampled_bce", "softmax"),
+                         help="item loss of every model but BERT4Rec: sampled_bce (one sampled "
+                              "negative, SASRec's) or softmax (full cross-entropy, RecBole's "
+                              "CE) (default: sampled_bce)")
+    quality.add_argument("--window-stride", type=_positive_int,
+                         help="stride of the training windows cut from histories longer than "
+                              "--max-len; smaller = overlapping windows, more updates per epoch "
+                              "(default: max-len - 1, every event a target once)")
     quality.add_argument("--out", required=True, help="output folder")
     quality.set_defaults(func=cmd_benchmark_quality)
 

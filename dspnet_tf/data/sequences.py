@@ -93,16 +93,23 @@ def training_windows(
     item_sequences: Sequence[Sequence[int]],
     scene_sequences: Sequence[Sequence[int]],
     window: int,
+    stride: Optional[int] = None,
 ) -> Tuple[List[List[int]], List[List[int]]]:
-    """Cuts histories longer than `window` into windows that together predict every event once.
+    """Cuts histories longer than `window` into windows, the most recent one full.
 
     The model trains each position on the next event, so a window of `window` events yields
-    `window - 1` targets; consecutive windows overlap by one event. Without this, training on the
-    most recent `window` events would drop the older part of long histories (MovieLens users
-    have hundreds of ratings). Windows are cut from the most recent end, so the last one is full.
+    `window - 1` targets. With the default `stride = window - 1`, consecutive windows overlap by
+    one event and together predict every event once. Without windows, training on the most
+    recent `window` events would drop the older part of long histories (MovieLens users have
+    hundreds of ratings). A smaller stride gives overlapping windows: each event is a target in
+    several windows, with different amounts of context before it, and an epoch has more
+    (smaller-batch-equivalent) updates, like RecBole's one-example-per-prefix epochs.
     """
     if window < 2:
         raise ValueError(f"window must be >= 2, got {window}")
+    stride = window - 1 if stride is None else int(stride)
+    if not 1 <= stride <= window - 1:
+        raise ValueError(f"stride must be in [1, window - 1 = {window - 1}], got {stride}")
     out_items: List[List[int]] = []
     out_scenes: List[List[int]] = []
     for items, scenes in zip(item_sequences, scene_sequences):
@@ -113,5 +120,5 @@ def training_windows(
             out_scenes.append(list(scenes[start:stop]))
             if start == 0:
                 break
-            stop = start + 1
+            stop -= stride
     return out_items, out_scenes

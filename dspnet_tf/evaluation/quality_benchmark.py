@@ -139,7 +139,11 @@ class _Runner:
                         model_config(name, split, s["overrides"]), split, epochs=s["epochs"],
                         patience=s["patience"], batch_size=s["batch_size"],
                         learning_rate=s["learning_rate"], seed=seed,
-                        model_factory=BERT4Rec if name == "bert4rec" else DSPnet)
+                        model_factory=BERT4Rec if name == "bert4rec" else DSPnet,
+                        window_stride=s.get("window_stride"),
+                        on_epoch=lambda record: self.bar.set_postfix(
+                            epoch=record["epoch"],
+                            valid_ndcg10=f"{record['valid_ndcg@10']:.4f}"))
                     ranks = result["test_ranks"]
                     history = result["history"]
                     curves[name].append([h["valid_ndcg@10"] for h in history])
@@ -189,6 +193,7 @@ def run_quality_benchmark(
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     overrides: Optional[Dict[str, Any]] = None,
+    window_stride: Optional[int] = None,
     studies: Sequence[str] = (),
     study_seeds: Optional[Sequence[int]] = None,
     misalignments: Sequence[float] = MISALIGNMENTS,
@@ -205,6 +210,8 @@ def run_quality_benchmark(
       seeds: seeds of the main table.
       epochs, patience, batch_size, learning_rate: the tuning budget, the same for every model.
       overrides: DSPnetConfig fields applied to every model (e.g. max_len, item_dim).
+      window_stride: stride of the training windows over long histories (default: every
+        event a target once per epoch).
       studies: any of "ablations", "prior", "misalignment".
       study_seeds: seeds of the studies (default: the first main seed).
       misalignments: the sweep's misalignment values (needs a scene-world `data` folder).
@@ -226,7 +233,8 @@ def run_quality_benchmark(
     study_seeds = list(study_seeds) if study_seeds is not None else list(seeds[:1])
     os.makedirs(out_dir, exist_ok=True)
     settings = {"epochs": epochs, "patience": patience, "batch_size": batch_size,
-                "learning_rate": learning_rate, "overrides": dict(overrides or {})}
+                "learning_rate": learning_rate, "overrides": dict(overrides or {}),
+                "window_stride": window_stride}
     started = time.time()
     split = leave_one_out(load_benchmark_data(data))
 

@@ -7,6 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import tensorflow as tf
 
 from dspnet_tf.config import DSPnetConfig
+from dspnet_tf.distribution import replica_scale
 from dspnet_tf.layers.prediction_head import PredictionHead, score_all
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
 from dspnet_tf.models.dspnet import ITEM_IDS, DSPnet
@@ -140,8 +141,9 @@ class BERT4Rec(tf.keras.Model):
                          tf.cast(self.optimizer.iterations, tf.int64)])
         with tf.GradientTape() as tape:
             loss = self.cloze_loss(items, seed, training=True)
+            scaled_loss = loss * replica_scale()  # inside the tape, so it has a gradient path
         variables = self.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None]
         )

@@ -7,6 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import tensorflow as tf
 
 from dspnet_tf.config import DSPnetConfig
+from dspnet_tf.distribution import replica_scale
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.augmentation import JointSequenceAugmenter
 from dspnet_tf.layers.context_weights import ContextWeighting
@@ -398,9 +399,11 @@ class DSPnet(tf.keras.Model):
         items, scenes, _ = self._prepare(features)
         with tf.GradientTape() as tape:
             losses = self.compute_losses(items, scenes, training=True)
+            # Inside the tape, or the scaled loss has no gradient path.
+            scaled_loss = losses["loss"] * replica_scale()
         # Listed after the forward pass: sub-layers used only in training are built by it.
         variables = self.encoder_variables()
-        gradients = tape.gradient(losses["loss"], variables)
+        gradients = tape.gradient(scaled_loss, variables)
         # Ablated parts (e.g. the scene Transformer without the scene network) get no gradient.
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None]
@@ -426,9 +429,10 @@ class DSPnet(tf.keras.Model):
             prior_logits = self.discriminator(prior)
             encoded_logits = tf.reshape(self.discriminator(user_z), [-1])
             loss = discriminator_loss(prior_logits, encoded_logits, weights)
+            scaled_loss = loss * replica_scale()
         variables = self.discriminator.trainable_variables
         self.discriminator_optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables)
+            zip(tape.gradient(scaled_loss, variables), variables)
         )
         return {
             "discriminator_loss": loss,

@@ -164,6 +164,11 @@ def test_training_windows_predict_every_event_once():
     assert all(len(w) <= 4 for w in windows)
     with pytest.raises(ValueError, match="window"):
         training_windows(items, items, window=1)
+    # Stride 1: one window per prefix (RecBole's examples), the most recent `window` events.
+    prefixes, _ = training_windows([list(range(10, 16))], [list(range(6))], window=3, stride=1)
+    assert prefixes == [[13, 14, 15], [12, 13, 14], [11, 12, 13], [10, 11, 12]]
+    with pytest.raises(ValueError, match="stride"):
+        training_windows(items, items, window=4, stride=4)
 
 
 def test_length_bucketed_batches_hold_every_sequence_once_left_padded():

@@ -216,3 +216,20 @@ def test_input_errors_name_the_problem():
         make_dataset([[2, 3]], [], max_len=4)
     with pytest.raises(ValueError, match="user 0"):
         make_dataset([[2, 3]], [[2]], max_len=4)
+
+
+@pytest.mark.parametrize("name", ["dspnet", "sasrec"])
+def test_fit_steps_apply_the_updates(name):
+    # A step whose gradients silently vanish (e.g. a loss scaled outside the tape) must fail.
+    config = small_config() if name == "dspnet" else small_config().as_baseline(name)
+    model = DSPnet(config)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    data = batch()
+    model(data)
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(tf.data.Dataset.from_tensors(data).repeat(3), epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 3
+    changed = [not np.allclose(a, b) for a, b in zip(before, model.get_weights())]
+    assert sum(changed) >= len(changed) // 2
+    if model.discriminator is not None:
+        assert int(model.discriminator_optimizer.iterations) == 3
