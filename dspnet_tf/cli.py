@@ -68,8 +68,15 @@ def _train_toy(args: argparse.Namespace):
         seed=args.seed,
     )
     tf.keras.utils.set_random_seed(args.seed)
-    model = DSPnet(config)
-    model.compile(optimizer=tf.keras.optimizers.Adam(args.learning_rate))
+    from dspnet_tf.distribution import make_strategy  # pylint: disable=import-outside-toplevel
+
+    try:
+        strategy = make_strategy(getattr(args, "distribution", "default"))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    with strategy.scope():  # variables (and both optimizers' slots) mirrored across replicas
+        model = DSPnet(config)
+        model.compile(optimizer=tf.keras.optimizers.Adam(args.learning_rate))
     _stage(f"training DSPnet on {len(train[0])} users of the '{args.dataset}' world "
            f"({args.epochs} epochs)")
     started = time.time()
@@ -251,7 +258,8 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
     models = _split_list(args.models)
     studies = _split_list(args.studies)
     seeds = list(range(1 if args.quick else args.seeds))
-    epochs = min(args.epochs, 3) if args.quick else args.epochs
+    epochs = min(args.epochs, 2) if args.quick else args.epochs
+    max_users = args.max_users if args.max_users or not args.quick else 3000
     overrides = {k: getattr(args, k) for k in ("max_len", "item_dim", "scene_dim", "item_loss")
                  if getattr(args, k) is not None}
     sweep_users = min(args.sweep_users, 1000) if args.quick else args.sweep_users
@@ -263,7 +271,7 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
             patience=args.patience, batch_size=args.batch_size,
             learning_rate=args.learning_rate, overrides=overrides,
             window_stride=args.window_stride, studies=studies,
-            sweep_users=sweep_users,
+            sweep_users=sweep_users, max_users=max_users,
             progress=lambda line: print(f"    {line}", flush=True))
     except (EventLogError, ValueError) as err:
         raise UserError(str(err)) from None
@@ -498,9 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--learning-rate", type=float, default=1e-3,
                          help="Adam learning rate (default: %(default)s)")
     quality.add_argument("--quick", action="store_true",
-                         help="one seed, at most 3 epochs, 1,000-user sweep worlds: a smoke run "
-                              "of the whole benchmark")
-    quality.add_argument("--epochs", type=_positive_int, default=10,
+                         help="a smoke run of the whole benchmark in a few minutes: one seed, "
+                              "at most 2 epochs, the first 3,000 users, 1,000-user sweep worlds")
+    quality.add_argument("--epochs", type=_positive_int, default=8,
                          help="most epochs per run (default: %(default)s)")
     quality.add_argument("--batch-size", type=_positive_int, default=256,
                          help="batch size (default: %(default)s)")
@@ -514,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="item loss of every model but BERT4Rec: sampled_bce (one sampled "
                               "negative, SASRec's) or softmax (full cross-entropy, RecBole's "
                               "CE) (default: sampled_bce)")
+    quality.add_argument("--max-users", type=_positive_int,
+                         help="benchmark only the first N users (sorted ids) of --data")
     quality.add_argument("--window-stride", type=_positive_int,
                          help="stride of the training windows cut from histories longer than "
                               "--max-len; smaller = overlapping windows, more updates per epoch "
@@ -582,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train DSPnet and save a SavedModel",
                            description=cmd_train.__doc__)
     _add_toy_training_options(train)
+    train.add_argument("--distribution", choices=("default", "mirrored", "multi_worker"),
+                       default="default",
+                       help="tf.distribute strategy: one device, MirroredStrategy over local "
+                            "devices, or MultiWorkerMirroredStrategy with the cluster from "
+                            "TF_CONFIG (default: %(default)s)")
     train.add_argument("--out", required=True, help="output folder for model/ and metrics.json")
     train.set_defaults(func=cmd_train)
     return parser

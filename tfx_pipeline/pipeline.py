@@ -28,6 +28,7 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
     ndcg_floor: float = 0.0,
+    data_stages_only: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Event log -> SequenceExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator ->
     AnomaliesGate -> Transform -> Trainer -> Evaluator (vs the latest blessed model) -> Pusher.
@@ -48,6 +49,8 @@ def create_pipeline(
       enable_cache: reuse outputs of components whose inputs did not change.
       ndcg_floor: the Evaluator blesses (and Pusher pushes) only models whose eval NDCG@10
         reaches this floor and is not below the latest blessed model's.
+      data_stages_only: stop after Transform (ExampleGen, statistics, schema, validation,
+        Transform): the data half, e.g. for the pipeline-scaling benchmark.
     """
     model_config = dict(model_config or {})
     transform_config = {k: model_config[k] for k in TRANSFORM_KEYS if k in model_config}
@@ -95,7 +98,9 @@ def create_pipeline(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  transform, trainer, baseline, evaluator, pusher]
+                  transform]
+    if not data_stages_only:
+        components += [trainer, baseline, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,

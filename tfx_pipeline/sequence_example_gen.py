@@ -19,7 +19,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
-from dspnet_tf.data.event_log import list_event_files, read_event_log
+from dspnet_tf.data.event_log import iter_event_rows, list_event_files
 from dspnet_tf.data.splits import MIN_EVENTS, SPLIT_SLICES
 from tfx_pipeline import features
 
@@ -34,11 +34,10 @@ class SequenceStats(TypedDict):
 
 
 def _read_file(indexed_file: Tuple[int, str], skip_malformed: bool) -> Iterator[Tuple[str, Event]]:
+    # Streams the file row by row: a worker never holds a whole file, only Beam's bundles.
     index, path = indexed_file
-    log = read_event_log(path, skip_malformed=skip_malformed)
-    for row in range(len(log)):
-        yield log.user_ids[row], (int(log.timestamps[row]), index, row,
-                                  log.item_ids[row], log.scenes[row])
+    for row, (user, item, scene, stamp) in enumerate(iter_event_rows(path, skip_malformed)):
+        yield user, (stamp, index, row, item, scene)
 
 
 def _bytes_feature(values: Iterable[str]) -> tf.train.Feature:

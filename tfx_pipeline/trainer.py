@@ -14,11 +14,13 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from dspnet_tf import DSPnet, DSPnetConfig
+from dspnet_tf.distribution import make_strategy
 from dspnet_tf.export import export_serving_model
 from dspnet_tf.resilience import resilient_callbacks
 from tfx_pipeline import features
 
-TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20}
+TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20,
+                  "distribution": "default"}
 
 
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str], tft_output: tft.TFTransformOutput,
@@ -57,7 +59,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point.
 
     custom_config: every DSPnetConfig field (e.g. `item_dim`, `lambda_ccr`), plus `epochs`,
-    `batch_size`, `learning_rate`, `top_k` and Transform's `max_len` / `item_oov_buckets`.
+    `batch_size`, `learning_rate`, `top_k`, `distribution` (default, mirrored, multi_worker)
+    and Transform's `max_len` / `item_oov_buckets`.
     """
     custom: Dict[str, Any] = dict(fn_args.custom_config or {})
     train_options = {k: custom.pop(k, v) for k, v in TRAIN_DEFAULTS.items()}
@@ -71,8 +74,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     train = _dataset(fn_args, fn_args.train_files, tft_output, train_options["batch_size"], 1)
     evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, train_options["batch_size"], 1)
-    model = DSPnet(config)
-    model.compile(optimizer=tf.keras.optimizers.Adam(train_options["learning_rate"]))
+    # `distribution`: "mirrored", or "multi_worker" when the orchestrator (e.g. a Kubeflow
+    # training operator) sets TF_CONFIG for each Trainer replica.
+    with make_strategy(str(train_options["distribution"])).scope():
+        model = DSPnet(config)
+        model.compile(optimizer=tf.keras.optimizers.Adam(train_options["learning_rate"]))
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")
     history = model.fit(train, validation_data=evaluation, epochs=int(train_options["epochs"]),
                         callbacks=[tensorboard, *resilient_callbacks(_backup_dir(fn_args))],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
+import itertools
 import os
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -125,26 +125,39 @@ def _check_row(values: Dict[str, object], where: str) -> Tuple[str, str, str, in
     return out[0], out[1], out[2], stamp
 
 
-def _csv_rows(path: str) -> Iterator[Tuple[int, Dict[str, object]]]:
+def _decoded_lines(path: str) -> Iterator[str]:
+    """The file's lines as text, read one at a time; bad UTF-8 is an error naming the line."""
     with open(path, "rb") as raw:
-        data = raw.read()
-    if not data.strip():
+        for number, line in enumerate(raw, 1):
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise EventLogError(f"{path}:{number}: bytes that are not UTF-8 ({err.reason})") from None
+
+
+def _csv_rows(path: str) -> Iterator[Tuple[int, Dict[str, object]]]:
+    # Streams the file: memory does not grow with its size (the Beam ExampleGen reads files of
+    # any size through this).
+    lines = _decoded_lines(path)
+    skipped = 0
+    first = next(lines, None)
+    while first is not None and not first.strip():
+        skipped += 1
+        first = next(lines, None)
+    if first is None:
         raise EventLogError(f"{path}: file is empty (expected a header {','.join(COLUMNS)})")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise EventLogError(f"{path}:{line}: bytes that are not UTF-8 ({err.reason})") from None
+    text = itertools.chain([first], lines)
     csv.field_size_limit(MAX_FIELD_CHARS)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(text)
     try:
         header = [name.strip() for name in next(reader)]
     except csv.Error as err:
-        raise EventLogError(f"{path}:1: unreadable header ({err})") from None
+        raise EventLogError(f"{path}:{skipped + 1}: unreadable header ({err})") from None
     missing = [name for name in COLUMNS if name not in header]
     if missing:
         raise EventLogError(
-            f"{path}:1: missing column(s) {', '.join(missing)}; header is {','.join(header)}"
+            f"{path}:{skipped + 1}: missing column(s) {', '.join(missing)}; header is "
+            f"{','.join(header)}"
         )
     index = {name: header.index(name) for name in COLUMNS}
     while True:
@@ -153,16 +166,16 @@ def _csv_rows(path: str) -> Iterator[Tuple[int, Dict[str, object]]]:
         except StopIteration:
             return
         except csv.Error as err:
-            yield reader.line_num, {"__error__": f"unparseable row ({err})"}
+            yield skipped + reader.line_num, {"__error__": f"unparseable row ({err})"}
             continue
         if not row:
             continue
         if len(row) != len(header):
-            yield reader.line_num, {
+            yield skipped + reader.line_num, {
                 "__error__": f"has {len(row)} fields, the header has {len(header)}"
             }
             continue
-        yield reader.line_num, {name: row[i] for name, i in index.items()}
+        yield skipped + reader.line_num, {name: row[i] for name, i in index.items()}
 
 
 def _parquet_rows(path: str) -> Iterator[Tuple[int, Dict[str, object]]]:
@@ -204,18 +217,7 @@ def read_event_log(path: str, skip_malformed: bool = False,
     rows: List[Tuple[str, str, str, int]] = []
     for file in list_event_files(path):
         report.files.append(file)
-        reader = _parquet_rows if file.endswith(".parquet") else _csv_rows
-        where_kind = "row" if file.endswith(".parquet") else "line"
-        for line, values in reader(file):
-            where = f"{file}:{line}" if where_kind == "line" else f"{file}: row {line}"
-            try:
-                if "__error__" in values:
-                    raise EventLogError(f"{where}: {values['__error__']}", "unparseable row")
-                rows.append(_check_row(values, where))
-            except EventLogError as err:
-                if not skip_malformed:
-                    raise
-                report.skip(err.reason, str(err))
+        rows.extend(iter_event_rows(file, skip_malformed, report))
     if drop_duplicates:
         seen, unique = set(), []
         for row in rows:
@@ -227,6 +229,28 @@ def read_event_log(path: str, skip_malformed: bool = False,
         rows = unique
     report.rows = len(rows)
     return EventLog.from_rows(rows, report)
+
+
+def iter_event_rows(file: str, skip_malformed: bool = False,
+                    report: Optional[ReadReport] = None) -> Iterator[Tuple[str, str, str, int]]:
+    """Streams one CSV/Parquet file's valid (user_id, item_id, scene, timestamp) rows, in order.
+
+    Raises EventLogError naming file, line (Parquet: row), field and value, unless
+    `skip_malformed`, which skips the row and counts it in `report`.
+    """
+    reader = _parquet_rows if file.endswith(".parquet") else _csv_rows
+    where_kind = "row" if file.endswith(".parquet") else "line"
+    for line, values in reader(file):
+        where = f"{file}:{line}" if where_kind == "line" else f"{file}: row {line}"
+        try:
+            if "__error__" in values:
+                raise EventLogError(f"{where}: {values['__error__']}", "unparseable row")
+            yield _check_row(values, where)
+        except EventLogError as err:
+            if not skip_malformed:
+                raise
+            if report is not None:
+                report.skip(err.reason, str(err))
 
 
 # --- loaders for other formats --------------------------------------------------------------

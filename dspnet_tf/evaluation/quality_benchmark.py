@@ -54,11 +54,19 @@ def model_config(name: str, split: LeaveOneOutSplit, overrides: Dict[str, Any]) 
     raise ValueError(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")
 
 
-def load_benchmark_data(data: str) -> EventLog:
-    """An event log file/folder, or `movielens-100k` (the copy inside the recbole wheel)."""
-    if data.lower() in MOVIELENS_NAMES:
-        return load_movielens_100k()
-    return read_event_log(data)
+def load_benchmark_data(data: str, max_users: Optional[int] = None) -> EventLog:
+    """An event log file/folder, or `movielens-100k` (the copy inside the recbole wheel).
+
+    `max_users` keeps the events of the first that many users (sorted ids): a smaller,
+    deterministic benchmark for smoke runs.
+    """
+    log = load_movielens_100k() if data.lower() in MOVIELENS_NAMES else read_event_log(data)
+    if max_users is not None:
+        kept = set(sorted(set(log.user_ids))[:max_users])
+        mask = np.array([user in kept for user in log.user_ids], dtype=bool)
+        log = EventLog(log.user_ids[mask], log.item_ids[mask], log.scenes[mask],
+                       log.timestamps[mask], log.report)
+    return log
 
 
 def oracle_ranks(data_dir: str, split: LeaveOneOutSplit) -> Optional[Dict[str, np.ndarray]]:
@@ -198,6 +206,7 @@ def run_quality_benchmark(
     study_seeds: Optional[Sequence[int]] = None,
     misalignments: Sequence[float] = MISALIGNMENTS,
     sweep_users: Optional[int] = None,
+    max_users: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, Any]:
     """Trains and scores every model for every seed, runs the studies, writes the results.
@@ -216,6 +225,7 @@ def run_quality_benchmark(
       study_seeds: seeds of the studies (default: the first main seed).
       misalignments: the sweep's misalignment values (needs a scene-world `data` folder).
       sweep_users: users per sweep world (default: as many as the benchmark's world).
+      max_users: benchmark only the first that many users of `data` (smoke runs).
       progress: called with one line per finished run.
     """
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
@@ -234,9 +244,9 @@ def run_quality_benchmark(
     os.makedirs(out_dir, exist_ok=True)
     settings = {"epochs": epochs, "patience": patience, "batch_size": batch_size,
                 "learning_rate": learning_rate, "overrides": dict(overrides or {}),
-                "window_stride": window_stride}
+                "window_stride": window_stride, "max_users": max_users}
     started = time.time()
-    split = leave_one_out(load_benchmark_data(data))
+    split = leave_one_out(load_benchmark_data(data, max_users))
 
     plan: List[Tuple[str, Sequence[str], Sequence[int]]] = [("main", list(models), list(seeds))]
     if "ablations" in studies:

@@ -148,3 +148,21 @@ def test_top_level_help_lists_every_subcommand(capsys):
     text = capsys.readouterr().out
     for command in {c.split()[0] for c in ALL_COMMANDS}:
         assert command in text
+
+
+def test_multi_worker_training_without_tf_config_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    code = cli.main(["train", "--distribution", "multi_worker", "--epochs", "1",
+                     "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TF_CONFIG" in err[0]
+
+
+def test_benchmark_quality_studies_are_checked_before_training(tmp_path, capsys):
+    (tmp_path / "events.csv").write_text("user_id,item_id,scene,timestamp\nu1,a,feed,1\n")
+    code = cli.main(["benchmark", "quality", "--data", str(tmp_path), "--studies", "misalignment",
+                     "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scene-world" in err[0]
