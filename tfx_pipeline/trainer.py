@@ -16,11 +16,13 @@ from tfx_bsl.public import tfxio
 from dspnet_tf import DSPnet, DSPnetConfig
 from dspnet_tf.distribution import make_strategy
 from dspnet_tf.export import export_serving_model
+from dspnet_tf.optimizers import LazyAdam
 from dspnet_tf.resilience import resilient_callbacks
 from tfx_pipeline import features
 
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20,
-                  "distribution": "default"}
+                  "distribution": "default", "optimizer": "adam"}
+OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "lazy_adam": LazyAdam}
 
 
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str], tft_output: tft.TFTransformOutput,
@@ -59,8 +61,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point.
 
     custom_config: every DSPnetConfig field (e.g. `item_dim`, `lambda_ccr`), plus `epochs`,
-    `batch_size`, `learning_rate`, `top_k`, `distribution` (default, mirrored, multi_worker)
-    and Transform's `max_len` / `item_oov_buckets`.
+    `batch_size`, `learning_rate`, `top_k`, `distribution` (default, mirrored, multi_worker),
+    `optimizer` (adam, or lazy_adam for large catalogs) and Transform's `max_len` /
+    `item_oov_buckets`.
     """
     custom: Dict[str, Any] = dict(fn_args.custom_config or {})
     train_options = {k: custom.pop(k, v) for k, v in TRAIN_DEFAULTS.items()}
@@ -76,9 +79,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, train_options["batch_size"], 1)
     # `distribution`: "mirrored", or "multi_worker" when the orchestrator (e.g. a Kubeflow
     # training operator) sets TF_CONFIG for each Trainer replica.
+    optimizer = str(train_options["optimizer"])
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"Trainer custom_config optimizer={optimizer!r}: choose one of "
+                         f"{', '.join(OPTIMIZERS)}")
     with make_strategy(str(train_options["distribution"])).scope():
         model = DSPnet(config)
-        model.compile(optimizer=tf.keras.optimizers.Adam(train_options["learning_rate"]))
+        model.compile(optimizer=OPTIMIZERS[optimizer](train_options["learning_rate"]))
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")
     history = model.fit(train, validation_data=evaluation, epochs=int(train_options["epochs"]),
                         callbacks=[tensorboard, *resilient_callbacks(_backup_dir(fn_args))],
