@@ -350,7 +350,9 @@ def _write_markdown(results: Dict[str, Any], path: str) -> None:
             lines.append("| oracle | " + " | ".join(f"{oracle[c]:.4f}" for c in cols) + " | 1.00 |")
         for name in names:
             metrics = results["models"][name]
-            cells = [f"{metrics[c]['mean']:.4f} ± {metrics[c]['std']:.4f}" for c in cols]
+            several = len(results["timing"].get(name, [])) > 1  # a spread needs 2+ seeds
+            cells = [f"{metrics[c]['mean']:.4f}" + (f" ± {metrics[c]['std']:.4f}" if several else "")
+                     for c in cols]
             if oracle:
                 cells.append(f"{metrics['ndcg@10']['mean'] / oracle['ndcg@10']:.2f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
