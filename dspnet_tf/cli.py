@@ -259,7 +259,8 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
     studies = _split_list(args.studies)
     seeds = list(range(1 if args.quick else args.seeds))
     epochs = min(args.epochs, 2) if args.quick else args.epochs
-    max_users = args.max_users if args.max_users or not args.quick else 3000
+    max_users = args.max_users if args.max_users or not args.quick else 2000
+    misalignments = (0.0, 0.5, 1.0) if args.quick else (0.0, 0.25, 0.5, 0.75, 1.0)
     overrides = {k: getattr(args, k) for k in ("max_len", "item_dim", "scene_dim", "item_loss")
                  if getattr(args, k) is not None}
     sweep_users = min(args.sweep_users, 1000) if args.quick else args.sweep_users
@@ -271,7 +272,7 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
             patience=args.patience, batch_size=args.batch_size,
             learning_rate=args.learning_rate, overrides=overrides,
             window_stride=args.window_stride, studies=studies,
-            sweep_users=sweep_users, max_users=max_users,
+            sweep_users=sweep_users, max_users=max_users, misalignments=misalignments,
             progress=lambda line: print(f"    {line}", flush=True))
     except (EventLogError, ValueError) as err:
         raise UserError(str(err)) from None
@@ -507,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Adam learning rate (default: %(default)s)")
     quality.add_argument("--quick", action="store_true",
                          help="a smoke run of the whole benchmark in a few minutes: one seed, "
-                              "at most 2 epochs, the first 3,000 users, 1,000-user sweep worlds")
+                              "at most 2 epochs, the first 2,000 users, a 3-point sweep of "
+                              "1,000-user worlds")
     quality.add_argument("--epochs", type=_positive_int, default=8,
                          help="most epochs per run (default: %(default)s)")
     quality.add_argument("--batch-size", type=_positive_int, default=256,
