@@ -50,12 +50,18 @@ def test_two_workers_stay_identical_and_match_one_worker_on_the_global_batch(tmp
     assert weight_keys and len(weight_keys) == len([k for k in one.files if k.startswith("weight_")])
     for key in weight_keys:  # all-reduced updates: the replicas never drift apart
         np.testing.assert_array_equal(w0[key], w1[key])
-    # Each worker logs its half of the global batch; their mean is the global-batch loss. The
-    # next-event losses are per-position means and match closely; the contrastive loss uses
-    # in-batch negatives (8 per worker vs 16), so the total matches within a looser tolerance.
-    for key, rtol in (("loss_item_loss", 0.02), ("loss_scene_loss", 0.02), ("loss_loss", 0.05)):
-        mean_of_workers = (w0[key] + w1[key]) / 2
-        np.testing.assert_allclose(mean_of_workers, one[key], rtol=rtol, err_msg=key)
-    # The updates are the global-batch updates (not twice them): weights stay close.
-    for key in weight_keys:
-        np.testing.assert_allclose(w0[key], one[key], atol=0.05, err_msg=key)
+    # Keras reports the custom step's loss trackers summed over the replicas, so the global
+    # batch's loss is that sum / 2. The next-event losses match the single-device ones closely
+    # (the sampled negatives are drawn per replica); the contrastive loss uses in-batch
+    # negatives (8 per worker vs 16), so the total matches within a looser tolerance.
+    for key, rtol in (("loss_scene_loss", 0.005), ("loss_item_loss", 0.02), ("loss_loss", 0.05)):
+        np.testing.assert_allclose(w0[key] / 2, one[key], rtol=rtol, err_msg=key)
+    # With SGD the size of the update shows whether the replicas' summed gradients were divided
+    # by their number: unscaled, the two workers would move the weights about twice as far.
+    moved = sum(np.abs(w0[k] - w0[k.replace("weight_", "initial_")]).sum() for k in weight_keys)
+    moved_one = sum(np.abs(one[k] - one[k.replace("weight_", "initial_")]).sum()
+                    for k in weight_keys)
+    for key in weight_keys:  # the same starting point in both runs
+        initial = key.replace("weight_", "initial_")
+        np.testing.assert_array_equal(w0[initial], one[initial])
+    assert 0.75 < moved / moved_one < 1.33, (moved, moved_one)

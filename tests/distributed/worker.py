@@ -1,7 +1,7 @@
 """One training process of the distributed test: a few DSPnet steps under a named strategy.
 
 Usage: python worker.py STRATEGY OUT.npz   (TF_CONFIG set by the caller for multi_worker)
-Writes the final weights and the per-step logged losses.
+Writes the final trainable weights and the per-step logged losses.
 """
 
 import os
@@ -34,7 +34,20 @@ def main(strategy_name: str, out: str) -> None:
     with strategy.scope():
         model = DSPnet(DSPnetConfig(item_vocab_size=40, scene_vocab_size=6, max_len=LENGTH,
                                     item_dim=16, scene_dim=4, num_blocks=1, dropout=0.0))
-        model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+        # SGD, not Adam: Adam is invariant to the gradient's scale, so it would hide a step that
+        # summed the replicas' gradients without dividing by their number.
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.5),
+                      discriminator_optimizer=tf.keras.optimizers.SGD(0.5))
+        # Variable initialisers draw differently under a strategy, so every run starts from the
+        # same numpy-drawn weights: one forward pass of the losses builds every sub-layer.
+        losses = model.compute_losses(tf.constant(items[:2], tf.int32),
+                                      tf.constant(scenes[:2], tf.int32))
+        model.discriminator(losses["user_z"])
+        init = np.random.default_rng(1)
+        model.set_weights([
+            w if np.all(w == 0) or np.all(w == 1) else init.normal(0, 0.05, w.shape).astype(w.dtype)
+            for w in model.get_weights()])
+    initial = [w.numpy() for w in model.trainable_weights]
     losses = {}
 
     class Record(tf.keras.callbacks.Callback):
@@ -43,10 +56,12 @@ def main(strategy_name: str, out: str) -> None:
                 losses.setdefault(key, []).append(float(logs[key]))
 
     model.fit(dataset, epochs=1, verbose=0, callbacks=[Record()])
-    weights = model.get_weights()
+    weights = [w.numpy() for w in model.trainable_weights]
+    # Keras reports a custom step's Mean trackers summed over the replicas.
     np.savez(out, replicas=strategy.num_replicas_in_sync,
              **{f"loss_{k}": np.array(v) for k, v in losses.items()},
-             **{f"weight_{i}": w for i, w in enumerate(weights)})
+             **{f"weight_{i}": w for i, w in enumerate(weights)},
+             **{f"initial_{i}": w for i, w in enumerate(initial)})
 
 
 if __name__ == "__main__":
