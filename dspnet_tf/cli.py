@@ -68,13 +68,13 @@ def _train_toy(args: argparse.Namespace):
         seed=args.seed,
     )
     tf.keras.utils.set_random_seed(args.seed)
-    from dspnet_tf.distribution import make_strategy  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.distribution import strategy_scope  # pylint: disable=import-outside-toplevel
 
     try:
-        strategy = make_strategy(getattr(args, "distribution", "default"))
+        scope = strategy_scope(getattr(args, "distribution", "default"))
     except ValueError as err:
         raise UserError(str(err)) from None
-    with strategy.scope():  # variables (and both optimizers' slots) mirrored across replicas
+    with scope:  # variables (and both optimizers' slots) mirrored across replicas
         model = DSPnet(config)
         model.compile(optimizer=tf.keras.optimizers.Adam(args.learning_rate))
     _stage(f"training DSPnet on {len(train[0])} users of the '{args.dataset}' world "

@@ -6,8 +6,10 @@ operators set), exactly as `tf.distribute.MultiWorkerMirroredStrategy` documents
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from typing import ContextManager
 
 import tensorflow as tf
 
@@ -52,3 +54,15 @@ def replica_scale() -> float:
     BERT4Rec's cloze loss) must, because optimizers all-reduce gradients with SUM.
     """
     return 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def strategy_scope(name: str = "default") -> ContextManager:
+    """The named strategy's `scope()`; for "default", no scope at all.
+
+    Entering the default strategy's scope explicitly is not a no-op for Keras (the model records
+    it as its strategy, and BackupAndRestore then failed to restore weights), so the single-device
+    path stays exactly what it was without distribution.
+    """
+    if name == "default":
+        return contextlib.nullcontext()
+    return make_strategy(name).scope()

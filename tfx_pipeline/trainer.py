@@ -14,7 +14,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from dspnet_tf import DSPnet, DSPnetConfig
-from dspnet_tf.distribution import make_strategy
+from dspnet_tf.distribution import strategy_scope
 from dspnet_tf.export import export_serving_model
 from dspnet_tf.optimizers import LazyAdam
 from dspnet_tf.resilience import resilient_callbacks
@@ -83,7 +83,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"Trainer custom_config optimizer={optimizer!r}: choose one of "
                          f"{', '.join(OPTIMIZERS)}")
-    with make_strategy(str(train_options["distribution"])).scope():
+    with strategy_scope(str(train_options["distribution"])):
         model = DSPnet(config)
         model.compile(optimizer=OPTIMIZERS[optimizer](train_options["learning_rate"]))
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")
