@@ -10,7 +10,7 @@ from dspnet_tf.config import DSPnetConfig
 from dspnet_tf.distribution import replica_scale
 from dspnet_tf.layers.prediction_head import PredictionHead, score_all
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
-from dspnet_tf.models.dspnet import ITEM_IDS, DSPnet
+from dspnet_tf.models.dspnet import ITEM_IDS, ids_in_vocab
 
 _SALT_CLOZE = 23
 
@@ -91,8 +91,7 @@ class BERT4Rec(tf.keras.Model):
             raise ValueError("BERT4Rec expects a dict with key 'item_ids' ([batch, length] ints, "
                              f"0 = padding); got {type(inputs).__name__}")
         c = self.dspnet_config
-        # pylint: disable=protected-access
-        return DSPnet._in_vocab(inputs[ITEM_IDS], c.item_vocab_size)[:, -c.max_len:]
+        return ids_in_vocab(inputs[ITEM_IDS], c.item_vocab_size)[:, -c.max_len:]
 
     def call(
         self, inputs: Mapping[str, tf.Tensor], training: Optional[bool] = None

@@ -33,6 +33,13 @@ TARGET_SCENE = "target_scene"
 _SALT_NEGATIVES, _SALT_VIEWS, _SALT_PRIOR, _SALT_TARGET_SCENE = 11, 13, 17, 19
 
 
+def ids_in_vocab(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
+    """Negative ids are padding; ids past the vocabulary fall into the OOV bucket 1."""
+    ids = tf.cast(ids, tf.int32)
+    ids = tf.where(ids < 0, 0, ids)
+    return tf.where(ids >= vocab_size, 1, ids)
+
+
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
 class DSPnet(tf.keras.Model):
     """Scene-aware sequential recommender: predicts a user's next item AND next scene.
@@ -178,22 +185,15 @@ class DSPnet(tf.keras.Model):
                 + (f" with keys {sorted(inputs)}" if isinstance(inputs, Mapping) else "")
             )
         c = self.dspnet_config
-        items = self._in_vocab(inputs[ITEM_IDS], c.item_vocab_size)
-        scenes = self._in_vocab(inputs[SCENE_IDS], c.scene_vocab_size)
+        items = ids_in_vocab(inputs[ITEM_IDS], c.item_vocab_size)
+        scenes = ids_in_vocab(inputs[SCENE_IDS], c.scene_vocab_size)
         # Shorter windows are not padded up to max_len: the encoders count positions from the
         # most recent event and mask padding, so leading padding changes no output, only cost.
         items, scenes = items[:, -c.max_len:], scenes[:, -c.max_len:]
         target = inputs.get(TARGET_SCENE)
         if target is not None:
-            target = self._in_vocab(tf.reshape(target, [-1]), c.scene_vocab_size)
+            target = ids_in_vocab(tf.reshape(target, [-1]), c.scene_vocab_size)
         return items, scenes, target
-
-    @staticmethod
-    def _in_vocab(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
-        """Negative ids are padding; ids past the vocabulary fall into the OOV bucket 1."""
-        ids = tf.cast(ids, tf.int32)
-        ids = tf.where(ids < 0, 0, ids)
-        return tf.where(ids >= vocab_size, 1, ids)
 
     def encode(
         self, items: tf.Tensor, scenes: tf.Tensor, training: Optional[bool] = None
