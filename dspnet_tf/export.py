@@ -75,8 +75,10 @@ class VocabularyPreprocess(tf.Module):
     """Raw string histories -> the model's int ids, for models trained outside TF Transform.
 
     The `model.fit` user's counterpart of TFT's `TransformFeaturesLayer`: the vocabularies
-    become hash tables inside the SavedModel, unknown raw ids map to OOV (1), and histories are
-    truncated to their most recent `max_len` events and left padded with 0.
+    become hash tables inside the SavedModel, unknown raw ids map to OOV (1), and sequences are
+    truncated to their most recent `max_len + 1` events and left padded with 0, exactly as the
+    pipeline's Transform does (a training example is max_len inputs + the event after the
+    last one; the model itself reads a history's most recent `max_len` events).
 
     Args:
       item_tokens: raw item id of each model id (index 0 padding, 1 OOV, then the catalog).
@@ -97,8 +99,8 @@ class VocabularyPreprocess(tf.Module):
                                    items.dense_shape)
         scene_ids = tf.SparseTensor(scenes.indices, self.scene_table.lookup(scenes.values),
                                     scenes.dense_shape)
-        return {"item_ids": left_pad_sparse(item_ids, self.max_len),
-                "scene_ids": left_pad_sparse(scene_ids, self.max_len)}
+        return {"item_ids": left_pad_sparse(item_ids, self.max_len + 1),
+                "scene_ids": left_pad_sparse(scene_ids, self.max_len + 1)}
 
 
 class ServingModule(tf.Module):

@@ -36,8 +36,8 @@ def fit_with_early_stopping(
     Args:
       model_factory: builds the model from the config (DSPnet, or e.g. BERT4Rec); it must
         return `item_logits` / `scene_logits` when called.
-      window_stride: stride of the training windows (default max_len - 1: every event is a
-        target once per epoch); see `training_windows`.
+      window_stride: stride of the training windows of max_len + 1 events (default max_len:
+        every event is a target once per epoch); see `training_windows`.
 
     Returns:
       dict with `model`, `history` (per-epoch losses, validation metrics, elapsed seconds),
@@ -46,7 +46,7 @@ def fit_with_early_stopping(
     tf.keras.utils.set_random_seed(seed)
     model = model_factory(config.replace(seed=seed))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
-    train_items, train_scenes = training_windows(*split.train, window=config.max_len,
+    train_items, train_scenes = training_windows(*split.train, window=config.max_len + 1,
                                                  stride=window_stride)
     keep = [i for i, seq in enumerate(train_items) if len(seq) >= 2]
     dataset = make_dataset([train_items[i] for i in keep], [train_scenes[i] for i in keep],

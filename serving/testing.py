@@ -84,9 +84,10 @@ def check_contract(signatures: dict, top_k: int, num_scenes: int, max_len: int) 
         "serving_default": ({"examples": ("DT_STRING", "(-1)")}, outputs),
         "predict_raw": ({"item_history": ("DT_STRING", "(-1, -1)"),
                          "scene_history": ("DT_STRING", "(-1, -1)")}, outputs),
+        # Transform's training examples: max_len inputs + the event after the last one.
         "transform_features": ({"examples": ("DT_STRING", "(-1)")},
-                               {"item_ids": ("DT_INT64", f"(-1, {max_len})"),
-                                "scene_ids": ("DT_INT64", f"(-1, {max_len})")}),
+                               {"item_ids": ("DT_INT64", f"(-1, {max_len + 1})"),
+                                "scene_ids": ("DT_INT64", f"(-1, {max_len + 1})")}),
     }
     for name, (inputs, outs) in contract.items():
         assert name in signatures, f"signature {name} missing: {sorted(signatures)}"

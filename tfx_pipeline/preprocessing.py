@@ -1,4 +1,9 @@
-"""Transform's preprocessing_fn: vocabularies and fixed-length, left-padded id sequences."""
+"""Transform's preprocessing_fn: vocabularies and fixed-length, left-padded id sequences.
+
+A transformed example holds max_len + 1 events: the model's max_len inputs and the event after
+the last one (its target), so training covers every position a served history of max_len events
+uses. Serving needs no change: the model keeps a history's most recent max_len events.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +32,12 @@ def _as_sparse(value: Any) -> tf.SparseTensor:
 def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, Any]] = None):
     """Maps raw id histories to the int64 [L] features DSPnet reads.
 
-    custom_config keys: `max_len` (L), `item_frequency_threshold` (items seen fewer times map
-    to OOV) and `item_oov_buckets` (hash buckets for unknown items; 0 = one OOV id).
+    custom_config keys: `max_len` (L; the outputs are [L + 1]), `item_frequency_threshold`
+    (items seen fewer times map to OOV) and `item_oov_buckets` (hash buckets for unknown
+    items; 0 = one OOV id).
     """
     config = dict(DEFAULTS, **(custom_config or {}))
-    max_len = int(config["max_len"])
+    length = int(config["max_len"]) + 1  # inputs + the next event of the last one
     items = _as_sparse(inputs[features.ITEM_HISTORY])
     scenes = _as_sparse(inputs[features.SCENE_HISTORY])
     item_ids = tft.compute_and_apply_vocabulary(
@@ -47,10 +53,10 @@ def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, A
     return {
         features.ITEM_IDS: left_pad(
             tf.SparseTensor(item_ids.indices, to_model_ids(item_ids.values), item_ids.dense_shape),
-            max_len,
+            length,
         ),
         features.SCENE_IDS: left_pad(
             tf.SparseTensor(scene_ids.indices, to_model_ids(scene_ids.values), scene_ids.dense_shape),
-            max_len,
+            length,
         ),
     }

@@ -30,8 +30,9 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """A batched dataset of `{"item_ids", "scene_ids"}` dicts for `DSPnet.fit` / `evaluate`.
 
-    Each sequence is one user's history, oldest first; the model reads `max_len` events and
-    trains every position on the next one.
+    Each sequence is one user's history, oldest first. An example keeps the most recent
+    `max_len + 1` events: `max_len` inputs, each trained on the event after it, so the model
+    trains the same `max_len` positions a served history of `max_len` events uses.
 
     With `bucket_by_length`, batches hold histories of similar length and are left padded only
     to their longest one (`tf.data`'s `bucket_by_sequence_length`), not to `max_len`: the same
@@ -50,8 +51,8 @@ def make_dataset(
     if bucket_by_length:
         return _length_bucketed(item_sequences, scene_sequences, max_len, batch_size, shuffle, seed)
     features: Dict[str, np.ndarray] = {
-        "item_ids": left_pad(item_sequences, max_len),
-        "scene_ids": left_pad(scene_sequences, max_len),
+        "item_ids": left_pad(item_sequences, max_len + 1),
+        "scene_ids": left_pad(scene_sequences, max_len + 1),
     }
     dataset = tf.data.Dataset.from_tensor_slices(features)
     if shuffle:
@@ -69,16 +70,17 @@ def _length_bucketed(
 ) -> tf.data.Dataset:
     # Sequences are stored reversed (most recent first) and right padded; each element is cut to
     # its length, so tf.data's right padding per batch becomes left padding once reversed back.
+    length = max_len + 1  # inputs and their next events, as in make_dataset
     features = {
-        "item_ids": left_pad(item_sequences, max_len)[:, ::-1].copy(),
-        "scene_ids": left_pad(scene_sequences, max_len)[:, ::-1].copy(),
+        "item_ids": left_pad(item_sequences, length)[:, ::-1].copy(),
+        "scene_ids": left_pad(scene_sequences, length)[:, ::-1].copy(),
     }
-    lengths = np.array([min(len(seq), max_len) for seq in item_sequences], np.int32)
+    lengths = np.array([min(len(seq), length) for seq in item_sequences], np.int32)
     dataset = tf.data.Dataset.from_tensor_slices((features, lengths))
     if shuffle:
         dataset = dataset.shuffle(len(lengths), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(lambda row, n: {key: value[:n] for key, value in row.items()})
-    boundaries = [b for b in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256) if b < max_len]
+    boundaries = [b for b in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256) if b < length]
     dataset = dataset.bucket_by_sequence_length(
         lambda row: tf.shape(row["item_ids"])[0],
         bucket_boundaries=[b + 1 for b in boundaries],

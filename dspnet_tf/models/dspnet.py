@@ -175,9 +175,13 @@ class DSPnet(tf.keras.Model):
 
     # --- forward ---------------------------------------------------------------------------
     def _prepare(
-        self, inputs: Mapping[str, tf.Tensor]
+        self, inputs: Mapping[str, tf.Tensor], with_targets: bool = False
     ) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor]]:
-        """Validates ids and keeps the most recent max_len events (inputs are left padded)."""
+        """Validates ids and keeps the most recent events (inputs are left padded).
+
+        A history keeps max_len events. A training (or evaluation) sequence keeps max_len + 1
+        (`with_targets`): max_len inputs and the event after each one.
+        """
         if not isinstance(inputs, Mapping) or ITEM_IDS not in inputs or SCENE_IDS not in inputs:
             raise ValueError(
                 "DSPnet expects a dict with keys 'item_ids' and 'scene_ids' ([batch, length] "
@@ -189,7 +193,8 @@ class DSPnet(tf.keras.Model):
         scenes = ids_in_vocab(inputs[SCENE_IDS], c.scene_vocab_size)
         # Shorter windows are not padded up to max_len: the encoders count positions from the
         # most recent event and mask padding, so leading padding changes no output, only cost.
-        items, scenes = items[:, -c.max_len:], scenes[:, -c.max_len:]
+        keep = c.max_len + 1 if with_targets else c.max_len
+        items, scenes = items[:, -keep:], scenes[:, -keep:]
         target = inputs.get(TARGET_SCENE)
         if target is not None:
             target = ids_in_vocab(tf.reshape(target, [-1]), c.scene_vocab_size)
@@ -303,10 +308,20 @@ class DSPnet(tf.keras.Model):
     ) -> Dict[str, tf.Tensor]:
         """Every loss term on prepared ids, the weighted total under "loss", and "user_z".
 
+        `items` / `scenes` [B, L] are sequences: events 0..L-2 are the inputs and each one is
+        trained to predict the event after it. The inputs are encoded without the last event,
+        so the most recent input sits at the position a served history's most recent event
+        sits at (max_len - 1, positions count from the end): the position that answers at
+        serving time is the one the item and scene losses train. (Encoding the whole sequence
+        and reading positions 0..L-2 would leave that position untrained by the losses and
+        free to drift under CCR, which showed as held-out accuracy falling during training.)
+
         `user_z` [N, d] holds z at every position and `user_z_weights` [N] is 1 where the
         position is a real training position (the ones the prior regulariser sees).
         """
         c = self.dspnet_config
+        next_items, next_scenes, weights = self._next_event_targets(items, scenes, tf.float32)
+        items, scenes = items[:, :-1], scenes[:, :-1]
         if c.use_ccr:
             # The two augmented views ride in the same encoder call as the sequences: one pass
             # over [3B, L] costs far less than three passes over [B, L] (per-op overhead
@@ -326,9 +341,8 @@ class DSPnet(tf.keras.Model):
             view_b_z = joint["z"][2 * batch:, -1]
         else:
             encoded = self.encode(items, scenes, training=training)
-        z = encoded["z"]
-        z_in = z[:, :-1]
-        next_items, next_scenes, weights = self._next_event_targets(items, scenes, z.dtype)
+        z_in = encoded["z"]
+        weights = tf.cast(weights, z_in.dtype)
 
         target_scene = None
         if c.target_scene_conditioning:
@@ -361,7 +375,8 @@ class DSPnet(tf.keras.Model):
             if self.context_weighting is not None:
                 # The context only chooses soft positives; stopping its gradient keeps the
                 # encoders from reshaping the context just to make the contrastive task easy.
-                context = encoded["scene_states"] if encoded["scene_states"] is not None else z
+                context = (encoded["scene_states"] if encoded["scene_states"] is not None
+                           else z_in)
                 weights_ccr = self.context_weighting(tf.stop_gradient(context[:, -1]))
             losses["ccr_loss"] = conditional_info_nce(
                 view_a_z, view_b_z, c.ccr_temperature, weights_ccr,
@@ -396,7 +411,7 @@ class DSPnet(tf.keras.Model):
     def train_step(self, data: Any) -> Dict[str, tf.Tensor]:
         # Targets are the shifted inputs; any labels passed alongside are ignored.
         features, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
-        items, scenes, _ = self._prepare(features)
+        items, scenes, _ = self._prepare(features, with_targets=True)
         with tf.GradientTape() as tape:
             losses = self.compute_losses(items, scenes, training=True)
             # Inside the tape, or the scaled loss has no gradient path.
@@ -448,13 +463,15 @@ class DSPnet(tf.keras.Model):
         against the whole catalog with pessimistic ties (a tie counts as ranked above).
         """
         features, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
-        items, scenes, _ = self._prepare(features)
+        items, scenes, _ = self._prepare(features, with_targets=True)
         c = self.dspnet_config
-        z = self.encode(items, scenes, training=False)["z"]
-        next_items, next_scenes, weights = self._next_event_targets(items, scenes, z.dtype)
-        query = self.item_head(z[:, :-1])
+        next_items, next_scenes, weights = self._next_event_targets(items, scenes, tf.float32)
+        # As in training: the inputs without the last event, which is only a target.
+        z = self.encode(items[:, :-1], scenes[:, :-1], training=False)["z"]
+        weights = tf.cast(weights, z.dtype)
+        query = self.item_head(z)
         item_logits = score_all(query, self.item_encoder.embeddings, c.item_vocab_size)
-        scene_logits = self.scene_logits(z[:, :-1])
+        scene_logits = self.scene_logits(z)
         self._eval_trackers["item_loss"].update_state(
             masked_softmax_cross_entropy(item_logits, next_items, weights)
         )

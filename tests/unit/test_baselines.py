@@ -180,10 +180,11 @@ def test_length_bucketed_batches_hold_every_sequence_once_left_padded():
     seen = []
     for batch in make_dataset(items, scenes, max_len=30, batch_size=32, bucket_by_length=True):
         ids, sc = batch["item_ids"].numpy(), batch["scene_ids"].numpy()
-        assert ids.shape[1] <= 30 and (ids[:, -1] > 0).all()  # left padded, latest event last
-        # The batch is padded to its own longest history, not to max_len.
+        # max_len inputs + the event after the last one; left padded, latest event last.
+        assert ids.shape[1] <= 31 and (ids[:, -1] > 0).all()
+        # The batch is padded to its own longest history, not to max_len + 1.
         assert ids.shape[1] == (ids > 0).sum(axis=1).max()
         np.testing.assert_array_equal(np.where(ids > 0, ids % 5 + 1, 0), sc)
         seen += [tuple(row[row > 0]) for row in ids]
-    expected = [tuple(row[row > 0]) for row in left_pad(items, 30)]
+    expected = [tuple(row[row > 0]) for row in left_pad(items, 31)]
     assert sorted(seen) == sorted(expected)

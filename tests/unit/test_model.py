@@ -119,6 +119,23 @@ def test_every_encoder_variable_gets_a_gradient_and_the_discriminator_moves():
     assert all(not np.allclose(b, a.numpy()) for b, a in zip(before, after))
 
 
+def test_next_event_losses_train_the_position_a_served_history_answers_at():
+    """Serving reads z at position max_len - 1 (a history's most recent event); the item and
+    scene losses must train that position, or it drifts under CCR (train/serve skew)."""
+    model = built(small_config(use_ccr=False, use_adversarial=False))
+    items = RNG.integers(2, V, size=(6, L + 1))  # max_len inputs + the event after the last one
+    scenes = RNG.integers(2, S, size=(6, L + 1))
+    for encoder in (model.item_encoder, model.scene_encoder):
+        table = encoder.position_embedding.embeddings
+        for loss in ("item_loss", "scene_loss"):
+            with tf.GradientTape() as tape:
+                losses = model.compute_losses(tf.constant(items, tf.int32),
+                                              tf.constant(scenes, tf.int32))
+            rows = np.abs(tf.convert_to_tensor(tape.gradient(losses[loss], table)).numpy())
+            assert rows.shape[0] == L
+            assert (rows.sum(axis=1) > 0).all(), (encoder.name, loss, rows.sum(axis=1))
+
+
 def test_zero_lambdas_leave_only_the_next_event_losses():
     config = small_config(lambda_ccr=0.0, lambda_adv=0.0)
     model = built(config, {"optimizer": tf.keras.optimizers.SGD(0.5),

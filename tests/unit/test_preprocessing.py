@@ -28,10 +28,11 @@ def test_preprocessing_fn_vocabularies_padding_and_oov():
     items = np.array([r["item_ids"] for r in transformed])
     scenes = np.array([r["scene_ids"] for r in transformed])
     # Vocabulary by frequency: a (7) -> 2, b (2) -> 3; c and d are below the threshold -> OOV 1.
-    np.testing.assert_array_equal(items[0], [2, 3, 2, 1])
-    np.testing.assert_array_equal(items[1], [0, 0, 0, 2])  # left padded, most recent last
-    np.testing.assert_array_equal(items[2], [2, 2, 1, 2])  # the most recent 4 of 6 events
+    # max_len 4 -> 5 columns: the model's 4 inputs and the event after the last one.
+    np.testing.assert_array_equal(items[0], [0, 2, 3, 2, 1])
+    np.testing.assert_array_equal(items[1], [0, 0, 0, 0, 2])  # left padded, most recent last
+    np.testing.assert_array_equal(items[2], [2, 2, 2, 1, 2])  # the most recent 5 of 6 events
     # Scenes: feed (9) -> 2, then cart / live / search (1 each, ties by TFT's order) -> 3..5.
-    assert scenes[0, 0] == 2 and scenes[1, :3].tolist() == [0, 0, 0]
-    assert sorted(scenes[0, 2:].tolist() + [scenes[1, 3]]) == [3, 4, 5]
-    assert items.dtype == np.int64 and items.shape == (3, 4)
+    assert scenes[0, 1] == 2 and scenes[1, :4].tolist() == [0, 0, 0, 0]
+    assert sorted(scenes[0, 3:].tolist() + [scenes[1, 4]]) == [3, 4, 5]
+    assert items.dtype == np.int64 and items.shape == (3, 5)
