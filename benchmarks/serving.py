@@ -101,8 +101,9 @@ def main(argv=None) -> int:
     model_dir = os.path.join(base, version)
     loaded = tf.saved_model.load(model_dir)
     serve_fn = loaded.signatures["serving_default"]
+    # transform_features gives training examples: the model's max_len inputs + one target.
     max_len = int(loaded.signatures["transform_features"](
-        examples=tf.constant([b""]))["item_ids"].shape[1])
+        examples=tf.constant([b""]))["item_ids"].shape[1]) - 1
     requests = make_requests(256, max_len, 2000)
 
     def in_process(i: int) -> None:
