@@ -48,6 +48,15 @@ class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message names the field."""
 
 
+def example_length(max_len: int) -> int:
+    """Events in one training example: `max_len` inputs + the event after the last one.
+
+    The one definition for `make_dataset`, training windows, TF Transform and the exported
+    preprocessing, so the position a served history answers at is the one training trains.
+    """
+    return int(max_len) + 1
+
+
 @dataclasses.dataclass
 class DSPnetConfig:
     """Hyper-parameters of DSPnet. Defaults follow dspnet-method.md ("our defaults").

@@ -21,6 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 
+from dspnet_tf.config import example_length
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 
 ITEM_HISTORY, SCENE_HISTORY, TARGET_SCENE = "item_history", "scene_history", "target_scene"
@@ -99,8 +100,8 @@ class VocabularyPreprocess(tf.Module):
                                    items.dense_shape)
         scene_ids = tf.SparseTensor(scenes.indices, self.scene_table.lookup(scenes.values),
                                     scenes.dense_shape)
-        return {"item_ids": left_pad_sparse(item_ids, self.max_len + 1),
-                "scene_ids": left_pad_sparse(scene_ids, self.max_len + 1)}
+        return {"item_ids": left_pad_sparse(item_ids, example_length(self.max_len)),
+                "scene_ids": left_pad_sparse(scene_ids, example_length(self.max_len))}
 
 
 class ServingModule(tf.Module):

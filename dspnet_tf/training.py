@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import tensorflow as tf
 
-from dspnet_tf.config import DSPnetConfig
+from dspnet_tf.config import DSPnetConfig, example_length
 from dspnet_tf.data.sequences import make_dataset, training_windows
 from dspnet_tf.data.splits import LeaveOneOutSplit
 from dspnet_tf.evaluation.leave_one_out import evaluate_last_events, rank_last_events
@@ -46,7 +46,7 @@ def fit_with_early_stopping(
     tf.keras.utils.set_random_seed(seed)
     model = model_factory(config.replace(seed=seed))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
-    train_items, train_scenes = training_windows(*split.train, window=config.max_len + 1,
+    train_items, train_scenes = training_windows(*split.train, window=example_length(config.max_len),
                                                  stride=window_stride)
     keep = [i for i, seq in enumerate(train_items) if len(seq) >= 2]
     dataset = make_dataset([train_items[i] for i in keep], [train_scenes[i] for i in keep],

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from dspnet_tf.config import example_length
 from dspnet_tf.export import left_pad_sparse as left_pad
 from tfx_pipeline import features
 
@@ -37,7 +38,7 @@ def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, A
     items; 0 = one OOV id).
     """
     config = dict(DEFAULTS, **(custom_config or {}))
-    length = int(config["max_len"]) + 1  # inputs + the next event of the last one
+    length = example_length(config["max_len"])
     items = _as_sparse(inputs[features.ITEM_HISTORY])
     scenes = _as_sparse(inputs[features.SCENE_HISTORY])
     item_ids = tft.compute_and_apply_vocabulary(

@@ -7,6 +7,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from dspnet_tf.config import example_length
+
 
 def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
     """Keeps the most recent `max_len` ids of each sequence and left pads with 0. -> [N, max_len]."""
@@ -51,8 +53,8 @@ def make_dataset(
     if bucket_by_length:
         return _length_bucketed(item_sequences, scene_sequences, max_len, batch_size, shuffle, seed)
     features: Dict[str, np.ndarray] = {
-        "item_ids": left_pad(item_sequences, max_len + 1),
-        "scene_ids": left_pad(scene_sequences, max_len + 1),
+        "item_ids": left_pad(item_sequences, example_length(max_len)),
+        "scene_ids": left_pad(scene_sequences, example_length(max_len)),
     }
     dataset = tf.data.Dataset.from_tensor_slices(features)
     if shuffle:
@@ -70,7 +72,7 @@ def _length_bucketed(
 ) -> tf.data.Dataset:
     # Sequences are stored reversed (most recent first) and right padded; each element is cut to
     # its length, so tf.data's right padding per batch becomes left padding once reversed back.
-    length = max_len + 1  # inputs and their next events, as in make_dataset
+    length = example_length(max_len)
     features = {
         "item_ids": left_pad(item_sequences, length)[:, ::-1].copy(),
         "scene_ids": left_pad(scene_sequences, length)[:, ::-1].copy(),

@@ -6,7 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
 
-from dspnet_tf.config import DSPnetConfig
+from dspnet_tf.config import DSPnetConfig, example_length
 from dspnet_tf.distribution import replica_scale
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.augmentation import JointSequenceAugmenter
@@ -193,7 +193,7 @@ class DSPnet(tf.keras.Model):
         scenes = ids_in_vocab(inputs[SCENE_IDS], c.scene_vocab_size)
         # Shorter windows are not padded up to max_len: the encoders count positions from the
         # most recent event and mask padding, so leading padding changes no output, only cost.
-        keep = c.max_len + 1 if with_targets else c.max_len
+        keep = example_length(c.max_len) if with_targets else c.max_len
         items, scenes = items[:, -keep:], scenes[:, -keep:]
         target = inputs.get(TARGET_SCENE)
         if target is not None:
