@@ -95,11 +95,14 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         padding_mask: Optional[tf.Tensor] = None,
         training: Optional[bool] = None,
         extra_embeddings: Optional[tf.Tensor] = None,
+        last_only: bool = False,
     ) -> tf.Tensor:
         """Encodes `ids` [B, L] into [B, L, dim]; `padding_mask` [B, L] is True on real events.
 
         `extra_embeddings` [B, L, dim], if given, is added to the token embeddings (attribute
-        side information, e.g. the scene in the `sasrec_scene` baseline).
+        side information, e.g. the scene in the `sasrec_scene` baseline). `last_only` returns
+        only the most recent position, [B, 1, dim], equal to the last row of the full output
+        (the last block computes that position alone; earlier blocks still need every one).
         """
         ids = tf.cast(ids, tf.int32)
         if padding_mask is None:
@@ -121,8 +124,13 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         if self.causal:
             causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
             attention_mask = tf.logical_and(causal[tf.newaxis], attention_mask)
-        for block in self.blocks:
-            x = block(x, attention_mask=attention_mask, training=training) * valid
+        for index, block in enumerate(self.blocks):
+            last = last_only and index == len(self.blocks) - 1
+            if last:
+                valid = valid[:, -1:]
+            x = block(x, attention_mask=attention_mask, training=training, last_only=last) * valid
+        if last_only and not self.blocks:
+            x, valid = x[:, -1:], valid[:, -1:]
         return self.final_norm(x) * valid
 
     def get_config(self) -> Dict[str, Any]:

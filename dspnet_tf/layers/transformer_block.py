@@ -63,10 +63,22 @@ class TransformerBlock(tf.keras.layers.Layer):
         x: tf.Tensor,
         attention_mask: Optional[tf.Tensor] = None,
         training: Optional[bool] = None,
+        last_only: bool = False,
     ) -> tf.Tensor:
+        """[B, L, dim] -> [B, L, dim], or [B, 1, dim] for the last position with `last_only`.
+
+        `last_only` computes the final position's output alone (its query against every
+        key): the same numbers as the full call's last row, at about 1/L of the attention
+        output and feed-forward cost, for callers that read only a history's most recent state.
+        """
         normed = self.attention_norm(x)
+        query = normed
+        if last_only:
+            query, x = normed[:, -1:], x[:, -1:]
+            if attention_mask is not None:
+                attention_mask = attention_mask[:, -1:]
         attended = self.attention(
-            normed, normed, attention_mask=attention_mask, training=training
+            query, normed, attention_mask=attention_mask, training=training
         )
         x = x + self.attention_dropout(attended, training=training)
         hidden = self.ffn_hidden_dropout(self.ffn_hidden(self.ffn_norm(x)), training=training)

@@ -92,6 +92,17 @@ def test_sequence_encoder_is_causal():
         assert not np.allclose(out[:, t + 1:], base[:, t + 1:], atol=1e-5)
 
 
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_sequence_encoder_last_only_equals_the_last_row_of_the_full_output(blocks):
+    enc = layers.SequenceEncoder(vocab_size=30, dim=8, max_len=7, num_blocks=blocks, dropout=0.0)
+    ids = _ids(3, 7, 30, [0, 2, 6])
+    full = enc(ids).numpy()
+    last = enc(ids, last_only=True).numpy()
+    assert last.shape == (3, 1, 8)
+    np.testing.assert_allclose(last[:, 0], full[:, -1], atol=1e-5)
+    assert np.abs(last).sum() > 0  # not trivially zero
+
+
 def test_transformer_block_matches_numpy_attention_reference():
     """With dropout off, the block equals a hand-written pre-LN attention + FFN in numpy."""
     block = layers.TransformerBlock(dim=4, num_heads=2, ffn_dim=6)

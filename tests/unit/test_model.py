@@ -100,6 +100,23 @@ def test_events_after_t_change_no_output_at_t():
         assert not np.allclose(z[:, t + 1:], base[:, t + 1:], atol=1e-4)
 
 
+@pytest.mark.parametrize("ablation", [None, "no_scene"])
+def test_encode_last_only_equals_the_last_position_of_the_full_encoding(ablation):
+    """CCR's views are encoded with last_only: it must be the full encoding's last row."""
+    config = small_config(num_blocks=2)
+    model = built(config.with_ablation(ablation) if ablation else config)
+    data = batch(pad=(0, 3))
+    full = model.encode(data["item_ids"], data["scene_ids"])
+    last = model.encode(data["item_ids"], data["scene_ids"], last_only=True)
+    for key in ("z", "scene_states", "valid"):
+        if full[key] is None:
+            assert last[key] is None
+            continue
+        assert last[key].shape[1] == 1, key
+        np.testing.assert_allclose(np.asarray(last[key])[:, 0], np.asarray(full[key])[:, -1],
+                                   atol=1e-5, err_msg=key)
+
+
 def test_every_encoder_variable_gets_a_gradient_and_the_discriminator_moves():
     model = built(small_config(target_scene_conditioning=True, num_negatives=3))
     data = batch(n=12)
