@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from typing import Dict
@@ -35,28 +36,43 @@ import tensorflow as tf  # noqa: E402
 from dspnet_tf import DSPnet, DSPnetConfig  # noqa: E402
 
 
-def encoder_flops(batch: int, length: int, dim: int, blocks: int, ffn_multiplier: int) -> float:
-    """Forward matmul FLOPs of one Transformer encoder pass over [batch, length]."""
-    tokens = batch * length
-    per_block = (2 * tokens * dim * 3 * dim            # Q, K, V projections
-                 + 2 * 2 * batch * length * length * dim  # scores and weighted values
-                 + 2 * tokens * dim * dim             # attention output projection
-                 + 2 * 2 * tokens * dim * ffn_multiplier * dim)  # feed-forward in and out
-    return float(blocks * per_block)
+def encoder_flops(batch: int, length: int, dim: int, blocks: int, ffn_multiplier: int,
+                  last_only: bool = False) -> float:
+    """Forward matmul FLOPs of one Transformer encoder pass over [batch, length].
+
+    `last_only`: the last block computes only the final position (keys and values still cover
+    every position), as the CCR views are encoded.
+    """
+    def block(queries: int) -> float:
+        tokens, query_tokens = batch * length, batch * queries
+        return (2 * tokens * dim * 2 * dim                  # K, V projections
+                + 2 * query_tokens * dim * dim              # Q projection
+                + 2 * 2 * batch * queries * length * dim    # scores and weighted values
+                + 2 * query_tokens * dim * dim              # attention output projection
+                + 2 * 2 * query_tokens * dim * ffn_multiplier * dim)  # feed-forward in and out
+
+    if last_only:
+        return float((blocks - 1) * block(length) + block(1))
+    return float(blocks * block(length))
 
 
 def training_flops(config: DSPnetConfig, batch: int) -> float:
     """Matmul FLOPs of one training step (forward x 3 for forward + backward)."""
-    c, length = config, config.max_len
-    passes = 3 if c.use_ccr else 1  # the sequences plus two augmented views
-    forward = passes * encoder_flops(batch, length, c.item_dim, c.num_blocks, c.ffn_multiplier)
-    positions = batch * (length - 1)
+    # Sequences of max_len events: the model encodes the first max_len - 1 (each predicts the
+    # event after it).
+    c, length = config, config.max_len - 1
+    # The sequences in full, and (with CCR) two augmented views read at their last position.
+    passes = [(batch, False)] + ([(2 * batch, True)] if c.use_ccr else [])
+    forward = sum(encoder_flops(b, length, c.item_dim, c.num_blocks, c.ffn_multiplier, last)
+                  for b, last in passes)
+    positions = batch * length
     head_in = c.item_dim
     if c.use_scene_network:
-        forward += passes * encoder_flops(batch, length, c.scene_dim, c.num_blocks,
-                                          c.ffn_multiplier)
+        forward += sum(encoder_flops(b, length, c.scene_dim, c.num_blocks, c.ffn_multiplier, last)
+                       for b, last in passes)
         widths = [c.item_dim + c.scene_dim] + [c.sfe_hidden] * (c.sfe_depth - 1) + [c.item_dim]
-        forward += passes * sum(2 * batch * length * a * b for a, b in zip(widths, widths[1:]))
+        fused = batch * length + (2 * batch if c.use_ccr else 0)
+        forward += sum(2 * fused * a * b for a, b in zip(widths, widths[1:]))
     forward += 2 * positions * head_in * head_in  # item head projection
     candidates = c.item_vocab_size if c.item_loss == "softmax" else 1 + c.num_negatives
     forward += 2 * positions * head_in * candidates
@@ -86,8 +102,27 @@ def matmul_peak(seconds: float = 3.0) -> Dict[str, float]:
     return best
 
 
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Wall time of each epoch, from its first step to its last (what throughput means).
+
+    Timing `model.fit` from outside would add the seconds fit spends after its last epoch
+    shutting its input pipeline down (about 4 s here, whatever the model), which alone made
+    steps look like 0.51 s in 20-step runs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
 def measure(config: DSPnetConfig, batch: int, jit: bool, steps: int) -> Dict[str, float]:
-    """Sequences/s of model.fit steps on full-length random sequences."""
+    """Sequences/s of model.fit steps on full-length random sequences (the second epoch)."""
     rng = np.random.default_rng(0)
     items = rng.integers(2, config.item_vocab_size, size=(batch * steps, config.max_len))
     scenes = rng.integers(2, config.scene_vocab_size, size=(batch * steps, config.max_len))
@@ -99,11 +134,36 @@ def measure(config: DSPnetConfig, batch: int, jit: bool, steps: int) -> Dict[str
     started = time.perf_counter()
     model.fit(data.take(2), epochs=1, verbose=0)  # trace / compile and warm up
     warmup = time.perf_counter() - started
-    started = time.perf_counter()
-    model.fit(data, epochs=1, verbose=0)
-    elapsed = time.perf_counter() - started
+    timer = EpochTimer()
+    # Epoch 1 also fills the cache; epoch 2 is timed.
+    model.fit(data, epochs=2, verbose=0, callbacks=[timer])
+    elapsed = timer.seconds[-1]
     return {"sequences_per_s": batch * steps / elapsed, "seconds_per_step": elapsed / steps,
             "warmup_s": warmup}
+
+
+def model_configs(args: argparse.Namespace) -> Dict[str, DSPnetConfig]:
+    base = DSPnetConfig(item_vocab_size=args.items + 2, scene_vocab_size=8, max_len=args.max_len,
+                        item_dim=args.item_dim)
+    return {"dspnet": base, "sasrec": base.as_baseline("sasrec"),
+            # Where DSPnet's extra cost goes: the same model without CCR's two views.
+            "dspnet_no_ccr": base.with_ablation("no_ccr")}
+
+
+def measure_in_subprocess(args: argparse.Namespace, name: str, jit: bool) -> Dict[str, float]:
+    """One measurement in a fresh process: step times of one process drift with its history
+    (allocator and thread-pool state), and by up to 2x between processes on this machine, so
+    each run starts clean and the report takes the median of interleaved repeats."""
+    command = [sys.executable, os.path.abspath(__file__), "--single", f"{name}:{int(jit)}",
+               "--batch-size", str(args.batch_size), "--max-len", str(args.max_len),
+               "--item-dim", str(args.item_dim), "--items", str(args.items),
+               "--steps", str(args.steps)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {name} (XLA {'on' if jit else 'off'}) failed:\n"
+                           f"{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -114,28 +174,42 @@ def main() -> None:
     parser.add_argument("--item-dim", type=int, default=64, help="item width d")
     parser.add_argument("--items", type=int, default=2000, help="catalog size")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved fresh-process measurements per setting (median kept)")
     parser.add_argument("--out", default="benchmarks/results/train_throughput",
                         help="folder for results.json and results.md")
+    parser.add_argument("--single", help=argparse.SUPPRESS)  # MODEL:JIT, one measurement
     args = parser.parse_args()
 
-    base = DSPnetConfig(item_vocab_size=args.items + 2, scene_vocab_size=8, max_len=args.max_len,
-                        item_dim=args.item_dim)
-    configs = {"dspnet": base, "sasrec": base.as_baseline("sasrec")}
+    configs = model_configs(args)
+    if args.single:
+        name, jit = args.single.split(":")
+        print(json.dumps(measure(configs[name], args.batch_size, bool(int(jit)), args.steps)))
+        return
     peak = matmul_peak()
     print(f"dense matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s (n={peak['size']})",
           flush=True)
+    settings = [(name, jit) for name in configs for jit in (False, True)
+                if not (name == "dspnet_no_ccr" and jit)]
+    samples: Dict[str, list] = {f"{n} xla={'on' if j else 'off'}": [] for n, j in settings}
+    for repeat in range(args.repeats):
+        for name, jit in settings:
+            key = f"{name} xla={'on' if jit else 'off'}"
+            samples[key].append(measure_in_subprocess(args, name, jit))
+            print(f"[{repeat + 1}/{args.repeats}] {key:22s} "
+                  f"{samples[key][-1]['sequences_per_s']:8.1f} seq/s", flush=True)
     rows = {}
-    for name, config in configs.items():
-        flops = training_flops(config, args.batch_size)
-        for jit in (False, True):
-            result = measure(config, args.batch_size, jit, args.steps)
-            result["flops_per_step"] = flops
-            result["achieved_flops_per_s"] = flops / result["seconds_per_step"]
-            result["fraction_of_peak"] = result["achieved_flops_per_s"] / peak["flops_per_s"]
-            rows[f"{name} xla={'on' if jit else 'off'}"] = result
-            print(f"{name:7s} xla {'on ' if jit else 'off'}: {result['sequences_per_s']:8.1f} seq/s"
-                  f"  {result['achieved_flops_per_s'] / 1e9:6.2f} GFLOP/s"
-                  f" ({100 * result['fraction_of_peak']:.1f}% of peak)", flush=True)
+    for key, runs in samples.items():
+        name = key.split(" ")[0]
+        seconds = sorted(r["seconds_per_step"] for r in runs)[len(runs) // 2]
+        flops = training_flops(configs[name], args.batch_size)
+        rows[key] = {"sequences_per_s": args.batch_size / seconds, "seconds_per_step": seconds,
+                     "seconds_per_step_runs": [r["seconds_per_step"] for r in runs],
+                     "flops_per_step": flops, "achieved_flops_per_s": flops / seconds,
+                     "fraction_of_peak": flops / seconds / peak["flops_per_s"]}
+        print(f"{key:22s} median {rows[key]['sequences_per_s']:8.1f} seq/s  "
+              f"{rows[key]['achieved_flops_per_s'] / 1e9:6.2f} GFLOP/s "
+              f"({100 * rows[key]['fraction_of_peak']:.1f}% of peak)", flush=True)
 
     def best(name: str) -> str:
         return max((k for k in rows if k.startswith(name + " ")),
@@ -149,7 +223,7 @@ def main() -> None:
                                             "platform": platform.platform(),
                                             "tensorflow": tf.__version__},
         "matmul_peak": peak, "runs": rows,
-        "faster_xla_setting": {name: best(name).split("=")[1] for name in configs},
+        "faster_xla_setting": {name: best(name).split("=")[1] for name in ("dspnet", "sasrec")},
         "dspnet_over_sasrec_best": ratio, "dspnet_over_sasrec_same_xla": same_xla,
     }
     os.makedirs(args.out, exist_ok=True)
@@ -157,7 +231,8 @@ def main() -> None:
         json.dump(report, handle, indent=2)
     lines = ["# Training throughput", "",
              f"Batch {args.batch_size}, length {args.max_len}, d={args.item_dim}, "
-             f"{args.items} items, {args.steps} timed steps; {os.cpu_count()} CPUs. Dense matmul "
+             f"{args.items} items; median of {args.repeats} interleaved fresh-process runs of "
+             f"{args.steps} timed steps; {os.cpu_count()} CPUs. Dense matmul "
              f"peak {peak['flops_per_s'] / 1e9:.1f} GFLOP/s.", "",
              "| model | XLA | sequences/s | s/step | GFLOP/s | of peak |", "|---|---|---|---|---|---|"]
     for key, r in rows.items():
