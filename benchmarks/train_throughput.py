@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from dspnet_tf import DSPnet, DSPnetConfig  # noqa: E402
+from dspnet_tf.training import EpochTimer  # noqa: E402
 
 
 def encoder_flops(batch: int, length: int, dim: int, blocks: int, ffn_multiplier: int,
@@ -100,25 +101,6 @@ def matmul_peak(seconds: float = 3.0) -> Dict[str, float]:
         if rate > best["flops_per_s"]:
             best = {"flops_per_s": rate, "size": size}
     return best
-
-
-class EpochTimer(tf.keras.callbacks.Callback):
-    """Wall time of each epoch, from its first step to its last (what throughput means).
-
-    Timing `model.fit` from outside would add the seconds fit spends after its last epoch
-    shutting its input pipeline down (about 4 s here, whatever the model), which alone made
-    steps look like 0.51 s in 20-step runs.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._started)
 
 
 def measure(config: DSPnetConfig, batch: int, jit: bool, steps: int) -> Dict[str, float]:

@@ -14,6 +14,29 @@ from dspnet_tf.evaluation.leave_one_out import evaluate_last_events, rank_last_e
 from dspnet_tf.models.dspnet import DSPnet
 
 
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Records each epoch's wall time, from its first step to its last: training throughput.
+
+    Timing `model.fit` from outside also counts the seconds fit spends after its last epoch
+    shutting its input pipeline down (about 4 s on the 2-core machine, whatever the model),
+    which swamps a short timed run. Keras has no callback that reports epoch time.
+
+    Attributes:
+      seconds: one wall time per finished epoch, in order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: List[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+
+
 def fit_with_early_stopping(
     config: DSPnetConfig,
     split: LeaveOneOutSplit,

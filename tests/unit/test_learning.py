@@ -41,3 +41,23 @@ def test_scene_network_carries_what_the_item_sequence_cannot():
     # Items reveal at most the older scenes: an item-only model is near 1 / num_scenes at HR@1.
     assert items_only["hr@1"] < 0.25, items_only
     assert full["hr@1"] >= 0.5 and full["hr@1"] >= 3 * items_only["hr@1"], (full, items_only)
+
+
+def test_epoch_timer_records_each_epochs_steps_and_not_what_fit_does_after_them():
+    import time
+
+    from dspnet_tf.training import EpochTimer
+
+    class SlowEnd(tf.keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            time.sleep(0.5)  # stands in for fit's input-pipeline shutdown
+
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = tf.data.Dataset.from_tensor_slices((tf.ones([8, 2]), tf.ones([8, 1]))).batch(4)
+    timer = EpochTimer()
+    started = time.perf_counter()
+    model.fit(data, epochs=3, verbose=0, callbacks=[timer, SlowEnd()])
+    outside = time.perf_counter() - started
+    assert len(timer.seconds) == 3 and all(s > 0 for s in timer.seconds)
+    assert sum(timer.seconds) < outside - 0.5
