@@ -10,7 +10,6 @@ import logging
 from typing import Callable, Optional
 
 import grpc
-import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -21,7 +20,7 @@ from tensorflow_serving.apis import (
 
 from serving.errors import ServingError
 from serving.model_manager import ModelManager
-from serving.prediction import RequestLimits, array_input, run_signature
+from serving.prediction import RequestLimits, array_input, fill_tensor_proto, run_signature
 
 LOG = logging.getLogger("dspnet.serving")
 
@@ -66,7 +65,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = loaded.version
         response.model_spec.signature_name = spec.signature_name or "serving_default"
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            fill_tensor_proto(response.outputs[name], value)
         return response
 
     @_guarded

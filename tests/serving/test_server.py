@@ -212,3 +212,25 @@ def test_version_labels_over_grpc_and_rest(exported_versions, tmp_path):
         with urllib.request.urlopen(url) as response:
             body = json.loads(response.read())
         assert [s["version"] for s in body["model_version_status"]] == ["1"]
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
+    np.arange(6, dtype=np.int32).reshape(1, 6),
+    np.array([3, -1], dtype=np.int64),
+    np.array([[b"item-1", b"item-22"]], dtype=object),
+    np.zeros([0, 3], dtype=np.float32),
+])
+def test_fill_tensor_proto_writes_what_make_tensor_proto_writes(array):
+    from tensorflow.core.framework import tensor_pb2
+
+    from serving.prediction import fill_tensor_proto
+
+    filled = tensor_pb2.TensorProto()
+    fill_tensor_proto(filled, array)
+    reference = tf.make_tensor_proto(array)
+    assert filled.dtype == reference.dtype
+    assert filled.tensor_shape == reference.tensor_shape
+    decoded = tf.make_ndarray(filled)
+    assert decoded.shape == array.shape and decoded.dtype == tf.make_ndarray(reference).dtype
+    np.testing.assert_array_equal(decoded, array)
