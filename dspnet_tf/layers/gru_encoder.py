@@ -49,7 +49,13 @@ class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         padding_mask: Optional[tf.Tensor] = None,
         training: Optional[bool] = None,
         extra_embeddings: Optional[tf.Tensor] = None,
+        last_only: bool = False,
     ) -> tf.Tensor:
+        """Encodes `ids` [B, L] into [B, L, dim] (the same interface as `SequenceEncoder`).
+
+        `last_only` returns the most recent position alone, [B, 1, dim]; a recurrence has to
+        run over every step anyway, so this saves nothing but keeps the encoders swappable.
+        """
         ids = tf.cast(ids, tf.int32)
         if padding_mask is None:
             padding_mask = ids > 0
@@ -59,7 +65,8 @@ class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         x = self.embedding_dropout(x, training=training)
         # The Keras mask makes the GRU carry its state over padded steps untouched.
         states = self.gru(x, mask=padding_mask, training=training)
-        return states * tf.cast(padding_mask, states.dtype)[:, :, tf.newaxis]
+        states = states * tf.cast(padding_mask, states.dtype)[:, :, tf.newaxis]
+        return states[:, -1:] if last_only else states
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()

@@ -92,9 +92,10 @@ def test_sequence_encoder_is_causal():
         assert not np.allclose(out[:, t + 1:], base[:, t + 1:], atol=1e-5)
 
 
-@pytest.mark.parametrize("blocks", [1, 2])
+@pytest.mark.parametrize("blocks", [1, 2, "gru"])
 def test_sequence_encoder_last_only_equals_the_last_row_of_the_full_output(blocks):
-    enc = layers.SequenceEncoder(vocab_size=30, dim=8, max_len=7, num_blocks=blocks, dropout=0.0)
+    enc = (layers.GRUSequenceEncoder(vocab_size=30, dim=8, dropout=0.0) if blocks == "gru" else
+           layers.SequenceEncoder(vocab_size=30, dim=8, max_len=7, num_blocks=blocks, dropout=0.0))
     ids = _ids(3, 7, 30, [0, 2, 6])
     full = enc(ids).numpy()
     last = enc(ids, last_only=True).numpy()
