@@ -84,9 +84,15 @@ def main(argv=None) -> int:
                         help="requests per concurrency level and path (default: %(default)s)")
     parser.add_argument("--clients", default="1,8,32",
                         help="concurrency levels (default: %(default)s)")
+    parser.add_argument("--intra-op-threads", type=int, default=0,
+                        help="TensorFlow threads per op for BOTH paths (the server's flag of the "
+                             "same name, and this process); 0: TensorFlow's default. 1 cuts "
+                             "batch-1 latency: no hand-off of tiny ops to a sleeping pool")
     parser.add_argument("--out", default="benchmarks/results/serving",
                         help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.intra_op_threads:  # before the first op, or TensorFlow ignores it
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     os.makedirs(args.out, exist_ok=True)
     levels = [int(x) for x in args.clients.split(",")]
 
@@ -112,7 +118,8 @@ def main(argv=None) -> int:
     port = portpicker.pick_unused_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "dspnet_tf.cli", "serve", "--model-base-path", base,
-         "--port", str(port), "--rest-port", "-1", "--workers", "32"],
+         "--port", str(port), "--rest-port", "-1", "--workers", "32",
+         "--intra-op-threads", str(args.intra_op_threads)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     results: Dict[str, List[Dict]] = {"in_process": [], "grpc": []}
@@ -126,6 +133,16 @@ def main(argv=None) -> int:
         for call in (in_process, over_grpc):  # warm-up both paths
             for i in range(50):
                 call(i)
+        # The transport floor: a round trip that runs no model (GetModelStatus).
+        for _ in range(50):
+            client.status()
+        status_ms = []
+        for _ in range(400):
+            started = time.perf_counter()
+            client.status()
+            status_ms.append((time.perf_counter() - started) * 1000.0)
+        status_p50 = float(np.percentile(status_ms, 50))
+        print(f"    grpc GetModelStatus (no model run) p50 {status_p50:.2f} ms", flush=True)
         for clients in levels:
             per_client = max(args.requests // clients, 10)
             for name, call in (("in_process", in_process), ("grpc", over_grpc)):
@@ -148,6 +165,8 @@ def main(argv=None) -> int:
         "model": model_dir, "history_length": max_len, "batch_size": 1,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "tensorflow": tf.__version__},
+        "intra_op_threads": args.intra_op_threads,
+        "grpc_round_trip_without_model_p50_ms": status_p50,
         "results": results, "ratios": ratios,
         "targets": {"grpc_p50_over_in_process_at_1_client": {
                         "target": 1.3, "measured": batch1["p50_ratio"] if batch1 else None},
@@ -157,7 +176,10 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "serving.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
     lines = ["# Serving latency (batch 1, one history of the model's length)", "",
-             f"Model: `{model_dir}`; {os.cpu_count()} CPUs; server in its own process.", "",
+             f"Model: `{model_dir}`; {os.cpu_count()} CPUs; server in its own process; "
+             f"TensorFlow intra-op threads: {args.intra_op_threads or 'default'} (both paths). "
+             f"A gRPC round trip that runs no model (GetModelStatus): p50 {status_p50:.2f} ms.",
+             "",
              "| clients | path | p50 ms | p99 ms | req/s |", "|---|---|---|---|---|"]
     for clients_index, clients in enumerate(levels):
         for name in ("in_process", "grpc"):
