@@ -226,12 +226,11 @@ class DSPnet(tf.keras.Model):
             items, padding_mask=valid, training=training, extra_embeddings=extra,
             last_only=last_only,
         )
+        output_valid = valid[:, -1:] if last_only else valid
         if self.fusion is None:
-            output_valid = valid[:, -1:] if last_only else valid
             return {"z": item_states, "scene_states": None, "valid": output_valid}
         scene_states = self.scene_encoder(scenes, padding_mask=valid, training=training,
                                           last_only=last_only)
-        output_valid = valid[:, -1:] if last_only else valid
         z = self.fusion(item_states, scene_states, training=training)
         z = z * tf.cast(output_valid, z.dtype)[:, :, tf.newaxis]
         return {"z": z, "scene_states": scene_states, "valid": output_valid}
@@ -334,9 +333,9 @@ class DSPnet(tf.keras.Model):
         items, scenes = items[:, :-1], scenes[:, :-1]
         if c.use_ccr:
             # CCR reads only each view's most recent state, so the views are encoded with
-            # `last_only`: the last block computes that one position instead of all L, which
-            # takes about a third off the cost of the two extra passes. Both views share one
-            # call ([2B, L]): per-op overhead dominates at recommender widths.
+            # `last_only`: the last block computes that one position instead of all L (its
+            # attention output and feed-forward work drop by a factor of L). Both views share
+            # one call ([2B, L]): per-op overhead matters at recommender widths.
             seed_a, seed_b = tf.unstack(
                 tf.random.experimental.stateless_split(self._step_seed(_SALT_VIEWS), num=2)
             )
