@@ -136,12 +136,7 @@ def main(argv=None) -> int:
         # The transport floor: a round trip that runs no model (GetModelStatus).
         for _ in range(50):
             client.status()
-        status_ms = []
-        for _ in range(400):
-            started = time.perf_counter()
-            client.status()
-            status_ms.append((time.perf_counter() - started) * 1000.0)
-        status_p50 = float(np.percentile(status_ms, 50))
+        status_p50 = measure(lambda i: client.status(), 1, 400)["p50_ms"]
         print(f"    grpc GetModelStatus (no model run) p50 {status_p50:.2f} ms", flush=True)
         for clients in levels:
             per_client = max(args.requests // clients, 10)

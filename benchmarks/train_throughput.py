@@ -183,7 +183,7 @@ def main() -> None:
     rows = {}
     for key, runs in samples.items():
         name = key.split(" ")[0]
-        seconds = sorted(r["seconds_per_step"] for r in runs)[len(runs) // 2]
+        seconds = float(np.median([r["seconds_per_step"] for r in runs]))
         flops = training_flops(configs[name], args.batch_size)
         rows[key] = {"sequences_per_s": args.batch_size / seconds, "seconds_per_step": seconds,
                      "seconds_per_step_runs": [r["seconds_per_step"] for r in runs],
