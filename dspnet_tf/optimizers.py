@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, List
+
 import tensorflow as tf
 
 
@@ -49,3 +51,36 @@ class LazyAdam(tf.keras.optimizers.Adam):
         epsilon = self.epsilon * tf.sqrt(1 - beta_2_power) if self.adaptive_epsilon else self.epsilon
         variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
         return None
+
+
+def build_optimizer(
+    optimizer: tf.keras.optimizers.Optimizer,
+    compute_loss: Callable[[], tf.Tensor],
+    variables: Callable[[], List[tf.Variable]],
+) -> None:
+    """Creates `optimizer`'s slots now, for the variables a train step would update.
+
+    A `tf.function` whose first call creates variables is traced twice (once creating them,
+    once without), and a train step's trace is its most expensive part on small data. Keras
+    optimizers create their slots inside the first `apply_gradients`, and layers used only in
+    training are built by the first loss; running `compute_loss` eagerly on a tiny batch builds
+    those layers, and its gradients name the variables to build slots for (the ones with a
+    gradient, as the train steps apply). Legacy optimizers, which build differently, are left
+    to build on their first step, and so is training under a `tf.distribute` strategy, where
+    the variables cannot be read outside a replica context (a long run; one more trace is
+    nothing there).
+
+    Args:
+      optimizer: the optimizer the train step applies.
+      compute_loss: the train step's loss on a tiny batch (called once, eagerly).
+      variables: the variables the train step differentiates, listed after the loss ran.
+    """
+    if tf.distribute.has_strategy():
+        return
+    with tf.GradientTape() as tape:
+        loss = compute_loss()
+    var_list = variables()
+    gradients = tape.gradient(loss, var_list)
+    if isinstance(optimizer, tf.keras.optimizers.Optimizer):
+        with tf.init_scope():
+            optimizer.build([v for v, g in zip(var_list, gradients) if g is not None])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence
+import weakref
+from typing import Callable, Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -35,19 +36,56 @@ def rank_last_events(
     histories_s = left_pad([scene_sequences[i][:-1] for i in keep], max_len)
     target_i = np.array([item_sequences[i][-1] for i in keep], np.int32)
     target_s = np.array([scene_sequences[i][-1] for i in keep], np.int32)
+    rank = _graph_ranker(model) if isinstance(model, tf.keras.Model) else _ranker(model)
     item_ranks, scene_ranks = [], []
     for start in range(0, len(keep), batch_size):
         stop = start + batch_size
-        out = model(
-            {"item_ids": histories_i[start:stop], "scene_ids": histories_s[start:stop]},
-            training=False,
-        )
-        item_ranks.append(pessimistic_rank(out["item_logits"], target_i[start:stop]).numpy())
-        scene_ranks.append(pessimistic_rank(out["scene_logits"], target_s[start:stop]).numpy())
+        item_rank, scene_rank = rank(histories_i[start:stop], histories_s[start:stop],
+                                     target_i[start:stop], target_s[start:stop])
+        item_ranks.append(item_rank.numpy())
+        scene_ranks.append(scene_rank.numpy())
     return {
         "item_rank": np.concatenate(item_ranks) if item_ranks else np.zeros(0),
         "scene_rank": np.concatenate(scene_ranks) if scene_ranks else np.zeros(0),
     }
+
+
+_Ranker = Callable[..., Tuple[tf.Tensor, tf.Tensor]]
+_GRAPH_RANKERS: "weakref.WeakKeyDictionary[tf.keras.Model, _Ranker]" = weakref.WeakKeyDictionary()
+
+
+def _ranker(model: Callable[..., Dict[str, tf.Tensor]]) -> _Ranker:
+    def rank(items, scenes, target_items, target_scenes):
+        out = model({"item_ids": items, "scene_ids": scenes}, training=False)
+        return (pessimistic_rank(out["item_logits"], target_items),
+                pessimistic_rank(out["scene_logits"], target_scenes))
+    return rank
+
+
+def _graph_ranker(model: tf.keras.Model) -> _Ranker:
+    """The forward pass and the ranking as one graph, traced once per model and reused.
+
+    Run eagerly, every op pays Python dispatch: scoring a validation set each epoch cost more
+    than the scoring itself (1.5 s per 2,000 users for DSPnet, 0.5-0.7 s as a graph). Without
+    autograph (nothing here branches on tensors), which would otherwise convert every layer's
+    `call` on the first trace (~8 s). Held through a weak reference so the cached graph does
+    not keep a discarded model alive.
+    """
+    ranker = _GRAPH_RANKERS.get(model)
+    if ranker is None:
+        if not model.built:  # created inside the graph, its variables would cost a 2nd trace
+            one_oov = tf.ones([1, 1], tf.int32)
+            model({"item_ids": one_oov, "scene_ids": one_oov}, training=False)
+        model_ref = weakref.ref(model)
+        ids = tf.TensorSpec([None, None], tf.int32)
+        targets = tf.TensorSpec([None], tf.int32)
+
+        @tf.function(input_signature=[ids, ids, targets, targets], autograph=False)
+        def ranker(items, scenes, target_items, target_scenes):
+            return _ranker(model_ref())(items, scenes, target_items, target_scenes)
+
+        _GRAPH_RANKERS[model] = ranker
+    return ranker
 
 
 def evaluate_last_events(

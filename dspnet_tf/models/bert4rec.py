@@ -11,6 +11,7 @@ from dspnet_tf.distribution import replica_scale
 from dspnet_tf.layers.prediction_head import PredictionHead, score_all
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
 from dspnet_tf.models.dspnet import ITEM_IDS, ids_in_vocab
+from dspnet_tf.optimizers import build_optimizer
 
 _SALT_CLOZE = 23
 
@@ -77,6 +78,17 @@ class BERT4Rec(tf.keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker]
+
+    def make_train_function(self, force: bool = False):
+        # Slots created inside the first step would make tf.function trace the step twice.
+        if self.train_function is None or force:
+            build_optimizer(
+                self.optimizer,
+                lambda: self.cloze_loss(tf.ones([2, 3], tf.int32),  # id 1 (OOV): any vocabulary
+                                        tf.constant([0, 0], tf.int64), training=True),
+                lambda: self.trainable_variables,
+            )
+        return super().make_train_function(force)
 
     def get_config(self) -> Dict[str, Any]:
         return {"config": self.dspnet_config.to_dict(), "mask_ratio": self.mask_ratio,

@@ -82,6 +82,31 @@ def test_most_popular_ranks_by_training_frequency_with_pessimistic_ties():
     np.testing.assert_array_equal(ranks["scene_rank"], [2, 1, 2])
 
 
+def test_rank_last_events_in_a_graph_equals_the_eager_ranks_and_traces_once():
+    # Known answer: the pessimistic rank of each user's last item and scene under the model's
+    # eager logits; a batch smaller than the user count covers the partial last batch.
+    model = DSPnet(base_config())
+    items, scenes = _inputs()
+    sequences_i = [list(row[row > 0]) for row in items]
+    sequences_s = [list(row[row > 0]) for row in scenes]
+    ranks = rank_last_events(model, sequences_i, sequences_s, max_len=5, batch_size=3)
+    again = rank_last_events(model, sequences_i, sequences_s, max_len=5, batch_size=3)
+    history_i = np.zeros((4, 5), np.int32)
+    history_s = np.zeros((4, 5), np.int32)
+    for row, (seq_i, seq_s) in enumerate(zip(sequences_i, sequences_s)):
+        history_i[row, 5 - len(seq_i) + 1:] = seq_i[:-1]
+        history_s[row, 5 - len(seq_s) + 1:] = seq_s[:-1]
+    out = model({"item_ids": history_i, "scene_ids": history_s}, training=False)
+    for key, logits, seqs in (("item_rank", out["item_logits"].numpy(), sequences_i),
+                              ("scene_rank", out["scene_logits"].numpy(), sequences_s)):
+        target = np.array([seq[-1] for seq in seqs])
+        expected = (logits >= logits[np.arange(4), target][:, None]).sum(axis=1)
+        np.testing.assert_array_equal(ranks[key], expected)
+        np.testing.assert_array_equal(again[key], expected)
+    from dspnet_tf.evaluation.leave_one_out import _graph_ranker
+    assert _graph_ranker(model).experimental_get_tracing_count() == 1
+
+
 def test_early_stopping_keeps_the_best_validation_weights():
     rows = []
     for user in range(60):

@@ -267,3 +267,30 @@ def test_fit_steps_apply_the_updates(name):
     assert sum(changed) >= len(changed) // 2
     if model.discriminator is not None:
         assert int(model.discriminator_optimizer.iterations) == 3
+
+
+@pytest.mark.parametrize("name", ["dspnet", "bert4rec"])
+def test_fit_traces_the_train_step_once(name, monkeypatch):
+    # Variables created inside a tf.function's first call make it trace twice (the trace is
+    # most of a small run's time): layers and optimizer slots must exist before the first step.
+    from dspnet_tf.models import BERT4Rec
+
+    model_class = BERT4Rec if name == "bert4rec" else DSPnet
+    traces = []
+    original = model_class.train_step
+
+    def counting_train_step(self, data):
+        traces.append(1)
+        return original(self, data)
+
+    monkeypatch.setattr(model_class, "train_step", counting_train_step)
+    model = model_class(small_config())
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
+    data = batch()
+    before = [w.copy() for w in model.get_weights()] if model.built else None
+    model.fit(tf.data.Dataset.from_tensors(data).repeat(2), epochs=2, verbose=0)
+    assert len(traces) == 1
+    assert int(model.optimizer.iterations) == 4
+    if name == "dspnet":
+        assert int(model.discriminator_optimizer.iterations) == 4
+    assert before is None or any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
