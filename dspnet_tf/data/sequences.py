@@ -70,27 +70,42 @@ def _length_bucketed(
     shuffle: bool,
     seed: Optional[int],
 ) -> tf.data.Dataset:
-    # Sequences are stored reversed (most recent first) and right padded; each element is cut to
-    # its length, so tf.data's right padding per batch becomes left padding once reversed back.
     length = example_length(max_len)
     features = {
-        "item_ids": left_pad(item_sequences, length)[:, ::-1].copy(),
-        "scene_ids": left_pad(scene_sequences, length)[:, ::-1].copy(),
+        "item_ids": left_pad(item_sequences, length),
+        "scene_ids": left_pad(scene_sequences, length),
     }
-    lengths = np.array([min(len(seq), length) for seq in item_sequences], np.int32)
-    dataset = tf.data.Dataset.from_tensor_slices((features, lengths))
+    dataset = tf.data.Dataset.from_tensor_slices(features)
     if shuffle:
-        dataset = dataset.shuffle(len(lengths), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(lambda row, n: {key: value[:n] for key, value in row.items()})
+        dataset = dataset.shuffle(len(item_sequences), seed=seed, reshuffle_each_iteration=True)
+    return batch_by_history_length(dataset, batch_size, length).prefetch(tf.data.AUTOTUNE)
+
+
+def batch_by_history_length(rows: tf.data.Dataset, batch_size: int, length: int) -> tf.data.Dataset:
+    """Batches left-padded rows so each batch is padded only to its own longest history.
+
+    `rows` yields unbatched dicts of `[length]` id vectors (`item_ids`, `scene_ids`, ...), left
+    padded with 0 where `item_ids` is 0. Rows of similar length share a batch (`tf.data`'s
+    `bucket_by_sequence_length`), so short histories are not padded up to `length`: the same
+    training signal (DSPnet counts positions from the most recent event and masks padding) at
+    a fraction of the cost when most histories are much shorter than `length`. Used by the
+    in-memory input step and by the TFX Trainer on Transform's fixed-length features.
+    """
+    def most_recent_first(row: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        # Reversed and cut to the history's length: tf.data pads batches on the right, which
+        # becomes left padding once reversed back.
+        events = tf.math.count_nonzero(row["item_ids"] > 0, dtype=tf.int32)
+        return {key: tf.reverse(value, axis=[0])[:events] for key, value in row.items()}
+
     boundaries = [b for b in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256) if b < length]
-    dataset = dataset.bucket_by_sequence_length(
+    batches = rows.map(most_recent_first).bucket_by_sequence_length(
         lambda row: tf.shape(row["item_ids"])[0],
         bucket_boundaries=[b + 1 for b in boundaries],
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
     )
-    return dataset.map(
+    return batches.map(
         lambda batch: {key: tf.reverse(value, axis=[1]) for key, value in batch.items()}
-    ).prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def training_windows(

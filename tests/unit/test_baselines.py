@@ -213,3 +213,23 @@ def test_length_bucketed_batches_hold_every_sequence_once_left_padded():
         seen += [tuple(row[row > 0]) for row in ids]
     expected = [tuple(row[row > 0]) for row in left_pad(items, 31)]
     assert sorted(seen) == sorted(expected)
+
+
+def test_fixed_length_rows_are_rebatched_to_each_batch_s_longest_history():
+    # The TFX Trainer's input: Transform's rows, all left padded to max_len + 1.
+    from dspnet_tf.data import left_pad
+    from dspnet_tf.data.sequences import batch_by_history_length
+
+    lengths = RNG.integers(1, 12, size=100)
+    items = left_pad([list(RNG.integers(2, 99, size=n)) for n in lengths], 11)
+    scenes = np.where(items > 0, items % 4 + 1, 0).astype(np.int32)
+    rows = tf.data.Dataset.from_tensor_slices({"item_ids": items, "scene_ids": scenes})
+    seen = []
+    for batch in batch_by_history_length(rows, batch_size=16, length=11):
+        ids, sc = batch["item_ids"].numpy(), batch["scene_ids"].numpy()
+        assert ids.shape[1] == (ids > 0).sum(axis=1).max() and (ids[:, -1] > 0).all()
+        np.testing.assert_array_equal(np.where(ids > 0, ids % 4 + 1, 0), sc)
+        seen += [tuple(row[row > 0]) for row in ids]
+    assert sorted(seen) == sorted(tuple(row[row > 0]) for row in items)
+    # Lengths 1..7 and 8..11 fall in different buckets, so short rows skip long padding.
+    assert min(len(b["item_ids"][0]) for b in batch_by_history_length(rows, 16, 11)) <= 8
