@@ -32,6 +32,11 @@ def main(argv=None) -> int:
     from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark
     from tfx_pipeline.pipeline import run_locally
 
+    # A pipeline folder from an earlier run holds its pushed versions and its blessed baseline:
+    # a new model the Evaluator does not bless would not be pushed, and the old one scored.
+    if os.path.exists(os.path.join(args.out, "pipeline")):
+        parser.error(f"{os.path.join(args.out, 'pipeline')} exists (an earlier run): remove it or "
+                     "choose another --out, so the model scored is the one this run pushes")
     world_dir = os.path.join(args.out, "world")
     if not os.path.exists(os.path.join(world_dir, "events.csv")):
         SceneWorld(SceneWorldConfig(users=args.users, seed=args.seed)).generate().write(world_dir)
@@ -39,7 +44,11 @@ def main(argv=None) -> int:
     serving_dir = run_locally(os.path.join(world_dir, "events.csv"), os.path.join(args.out, "pipeline"),
                               model_config={"epochs": args.epochs}, enable_cache=False)
     pipeline_seconds = time.time() - started
-    version = max((d for d in os.listdir(serving_dir) if d.isdigit()), key=int)
+    versions = [d for d in os.listdir(serving_dir) if d.isdigit()] if os.path.isdir(serving_dir) else []
+    if not versions:
+        raise SystemExit(f"the pipeline pushed no model to {serving_dir} (not blessed by the "
+                         "Evaluator?); see the pipeline's log above")
+    version = max(versions, key=int)
     test_files = glob.glob(os.path.join(args.out, "pipeline", "pipeline_root", "SequenceExampleGen",
                                         "examples", "*", "Split-test", "*.gz"))
     pipeline_ndcg = float(score_example_files(os.path.join(serving_dir, version),

@@ -88,8 +88,9 @@ def batch_by_history_length(rows: tf.data.Dataset, batch_size: int, length: int)
     padded with 0 where `item_ids` is 0. Rows of similar length share a batch (`tf.data`'s
     `bucket_by_sequence_length`), so short histories are not padded up to `length`: the same
     training signal (DSPnet counts positions from the most recent event and masks padding) at
-    a fraction of the cost when most histories are much shorter than `length`. Used by the
-    in-memory input step and by the TFX Trainer on Transform's fixed-length features.
+    a fraction of the cost when most histories are much shorter than `length`. Batches are no
+    longer random samples of users, which costs some accuracy when steps are few
+    (benchmarks/PIPELINE_PARITY.md).
     """
     def most_recent_first(row: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         # Reversed and cut to the history's length: tf.data pads batches on the right, which
