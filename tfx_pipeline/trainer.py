@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from dspnet_tf import DSPnet, DSPnetConfig
+from dspnet_tf.data.sequences import batch_by_history_length
 from dspnet_tf.distribution import strategy_scope
 from dspnet_tf.export import export_serving_model
 from dspnet_tf.optimizers import LazyAdam
@@ -21,22 +22,28 @@ from dspnet_tf.resilience import resilient_callbacks
 from tfx_pipeline import features
 
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20,
-                  "distribution": "default", "optimizer": "adam"}
+                  "distribution": "default", "optimizer": "adam", "batch_by_length": False}
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "lazy_adam": LazyAdam}
 
 
 def _dataset(fn_args: tfx.components.FnArgs, files: List[str], tft_output: tft.TFTransformOutput,
-             batch_size: int, num_epochs: int) -> tf.data.Dataset:
+             batch_size: int, num_epochs: int, by_length: bool = False) -> tf.data.Dataset:
     dataset = fn_args.data_accessor.tf_dataset_factory(
         files,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=num_epochs),
         tft_output.transformed_metadata.schema,
     )
-    # Not rebatched by history length as in-memory training is: with one example per user,
-    # length-homogeneous batches cost the pushed model's NDCG@10 (0.1773 -> 0.1667, default
-    # world, 5 epochs) for 2x faster epochs; benchmarks/PIPELINE_PARITY.md has the figures.
-    return dataset.map(lambda f: {features.ITEM_IDS: f[features.ITEM_IDS],
-                                  features.SCENE_IDS: f[features.SCENE_IDS]})
+    select = lambda f: {features.ITEM_IDS: f[features.ITEM_IDS],  # noqa: E731
+                        features.SCENE_IDS: f[features.SCENE_IDS]}
+    if not by_length:
+        return dataset.map(select)
+    # Transform pads every history to max_len + 1; rebatched by length, a batch is padded only
+    # to its longest history (the in-memory input step). About 2x faster epochs on the default
+    # world, but batches are no longer random samples of users: off by default, as it measured
+    # lower NDCG@10 (benchmarks/PIPELINE_PARITY.md).
+    rows = dataset.unbatch().map(select)
+    length = tf.compat.dimension_value(rows.element_spec[features.ITEM_IDS].shape[-1])
+    return batch_by_history_length(rows, batch_size, int(length)).prefetch(tf.data.AUTOTUNE)
 
 
 def _tokens(tft_output: tft.TFTransformOutput, vocab: str, oov_buckets: int = 0) -> List[str]:
@@ -65,7 +72,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     custom_config: every DSPnetConfig field (e.g. `item_dim`, `lambda_ccr`), plus `epochs`,
     `batch_size`, `learning_rate`, `top_k`, `distribution` (default, mirrored, multi_worker),
-    `optimizer` (adam, or lazy_adam for large catalogs) and Transform's `max_len` /
+    `optimizer` (adam, or lazy_adam for large catalogs), `batch_by_length` (batches of similar
+    history length: faster, slightly less accurate; default false) and Transform's `max_len` /
     `item_oov_buckets`.
     """
     custom: Dict[str, Any] = dict(fn_args.custom_config or {})
@@ -78,8 +86,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = DSPnetConfig(item_vocab_size=len(item_tokens), scene_vocab_size=len(scene_tokens),
                           **custom)
 
-    train = _dataset(fn_args, fn_args.train_files, tft_output, train_options["batch_size"], 1)
-    evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, train_options["batch_size"], 1)
+    by_length = bool(train_options["batch_by_length"])
+    train = _dataset(fn_args, fn_args.train_files, tft_output, train_options["batch_size"], 1,
+                     by_length)
+    evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, train_options["batch_size"], 1,
+                          by_length)
     # `distribution`: "mirrored", or "multi_worker" when the orchestrator (e.g. a Kubeflow
     # training operator) sets TF_CONFIG for each Trainer replica.
     optimizer = str(train_options["optimizer"])
