@@ -212,12 +212,31 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     from tfx_pipeline.pipeline import LOCAL_BEAM_ARGS, run_locally  # pylint: disable=import-outside-toplevel
 
     _stage(f"running the TFX pipeline on {args.data} -> {args.out}")
+    before = _pushed_versions(os.path.join(args.out, "serving", "dspnet"))
     serving_dir = run_locally(args.data, args.out, model_config=_model_config(args),
                               max_events=args.max_events, skip_malformed=args.skip_malformed,
                               beam_pipeline_args=args.beam_arg or LOCAL_BEAM_ARGS,
                               ndcg_floor=args.ndcg_floor)
-    _stage(f"pushed models: {serving_dir}  (TensorBoard: {os.path.join(args.out, 'pipeline_root', 'Trainer')})")
+    after = _pushed_versions(serving_dir)
+    tensorboard = os.path.join(args.out, "pipeline_root", "Trainer")
+    if after - before:
+        _stage(f"pushed version {max(after - before)} to {serving_dir}  (TensorBoard: {tensorboard})")
+    else:
+        # The Evaluator blesses a model only above --ndcg-floor and not below the last blessed
+        # one; a rerun with unchanged inputs takes the Pusher from the cache. Either way the
+        # served model is unchanged, which a user rerunning the pipeline needs to know.
+        current = f"still serving version {max(after)}" if after else "nothing to serve yet"
+        _stage(f"no new model pushed ({current} in {serving_dir}): the Evaluator did not bless "
+               "this run's model (below --ndcg-floor or below the last blessed model; see "
+               f"{os.path.join(args.out, 'pipeline_root', 'Evaluator')}), or the run came "
+               "from the cache")
     return 0
+
+
+def _pushed_versions(serving_dir: str) -> set:
+    if not os.path.isdir(serving_dir):
+        return set()
+    return {int(name) for name in os.listdir(serving_dir) if name.isdigit()}
 
 
 def cmd_pipeline_compile(args: argparse.Namespace) -> int:

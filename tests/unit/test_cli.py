@@ -166,3 +166,28 @@ def test_benchmark_quality_studies_are_checked_before_training(tmp_path, capsys)
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "scene-world" in err[0]
+
+
+@pytest.mark.parametrize("blessed", [True, False])
+def test_pipeline_run_says_whether_this_run_pushed_a_model(blessed, tmp_path, capsys, monkeypatch):
+    # The pipeline itself is faked: what matters is the message when a rerun's model is not
+    # blessed (the served version is unchanged, and the user has to know).
+    from tfx_pipeline import pipeline
+
+    (tmp_path / "events.csv").write_text("user_id,item_id,scene,timestamp\nu,i,feed,1\n")
+    serving = tmp_path / "out" / "serving" / "dspnet"
+    (serving / "100").mkdir(parents=True)
+
+    def fake_run_locally(data, out, **kwargs):
+        if blessed:
+            (serving / "200").mkdir()
+        return str(serving)
+
+    monkeypatch.setattr(pipeline, "run_locally", fake_run_locally)
+    assert cli.main(["pipeline", "run", "--data", str(tmp_path / "events.csv"),
+                     "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    if blessed:
+        assert "pushed version 200" in text and "no new model" not in text
+    else:
+        assert "no new model pushed (still serving version 100" in text and "did not bless" in text
