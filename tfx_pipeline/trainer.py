@@ -86,7 +86,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = DSPnetConfig(item_vocab_size=len(item_tokens), scene_vocab_size=len(scene_tokens),
                           **custom)
 
-    by_length = bool(train_options["batch_by_length"])
+    by_length = train_options["batch_by_length"]
+    if not isinstance(by_length, bool):  # bool("false") would be True
+        raise ValueError(f"Trainer custom_config batch_by_length={by_length!r}: expected true "
+                         "or false")
     train = _dataset(fn_args, fn_args.train_files, tft_output, train_options["batch_size"], 1,
                      by_length)
     evaluation = _dataset(fn_args, fn_args.eval_files, tft_output, train_options["batch_size"], 1,
