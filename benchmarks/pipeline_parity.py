@@ -30,6 +30,7 @@ def main(argv=None) -> int:
 
     from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig
     from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark
+    from serving.model_manager import model_versions
     from tfx_pipeline.pipeline import run_locally
 
     # A pipeline folder from an earlier run holds its pushed versions and its blessed baseline:
@@ -44,14 +45,13 @@ def main(argv=None) -> int:
     serving_dir = run_locally(os.path.join(world_dir, "events.csv"), os.path.join(args.out, "pipeline"),
                               model_config={"epochs": args.epochs}, enable_cache=False)
     pipeline_seconds = time.time() - started
-    versions = [d for d in os.listdir(serving_dir) if d.isdigit()] if os.path.isdir(serving_dir) else []
+    versions = model_versions(serving_dir)
     if not versions:
         raise SystemExit(f"the pipeline pushed no model to {serving_dir} (not blessed by the "
                          "Evaluator?); see the pipeline's log above")
-    version = max(versions, key=int)
     test_files = glob.glob(os.path.join(args.out, "pipeline", "pipeline_root", "SequenceExampleGen",
                                         "examples", "*", "Split-test", "*.gz"))
-    pipeline_ndcg = float(score_example_files(os.path.join(serving_dir, version),
+    pipeline_ndcg = float(score_example_files(versions[max(versions)],
                                               test_files)["ndcg@10"].mean())
 
     started = time.time()

@@ -209,15 +209,16 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         list_event_files(args.data)
     except EventLogError as err:
         raise UserError(str(err)) from None
+    from serving.model_manager import model_versions  # pylint: disable=import-outside-toplevel
     from tfx_pipeline.pipeline import LOCAL_BEAM_ARGS, run_locally  # pylint: disable=import-outside-toplevel
 
     _stage(f"running the TFX pipeline on {args.data} -> {args.out}")
-    before = _pushed_versions(os.path.join(args.out, "serving", "dspnet"))
+    before = set(model_versions(os.path.join(args.out, "serving", "dspnet")))
     serving_dir = run_locally(args.data, args.out, model_config=_model_config(args),
                               max_events=args.max_events, skip_malformed=args.skip_malformed,
                               beam_pipeline_args=args.beam_arg or LOCAL_BEAM_ARGS,
                               ndcg_floor=args.ndcg_floor)
-    after = _pushed_versions(serving_dir)
+    after = set(model_versions(serving_dir))
     tensorboard = os.path.join(args.out, "pipeline_root", "Trainer")
     if after - before:
         _stage(f"pushed version {max(after - before)} to {serving_dir}  (TensorBoard: {tensorboard})")
@@ -231,12 +232,6 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
                f"{os.path.join(args.out, 'pipeline_root', 'Evaluator')}), or the run came "
                "from the cache")
     return 0
-
-
-def _pushed_versions(serving_dir: str) -> set:
-    if not os.path.isdir(serving_dir):
-        return set()
-    return {int(name) for name in os.listdir(serving_dir) if name.isdigit()}
 
 
 def cmd_pipeline_compile(args: argparse.Namespace) -> int:

@@ -157,6 +157,7 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
     from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark  # pylint: disable=import-outside-toplevel
     from dspnet_tf.evaluation.saved_model_scoring import score_example_files  # pylint: disable=import-outside-toplevel
     from dspnet_tf.report import LATENT_FILE, RUN_FILE, write_report  # pylint: disable=import-outside-toplevel
+    from serving.model_manager import model_versions  # pylint: disable=import-outside-toplevel
 
     settings = settings or DemoSettings()
     os.makedirs(out_dir, exist_ok=True)
@@ -182,11 +183,10 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
     config = dict(settings.model_config, epochs=settings.epochs)
     with _ComponentProgress(os.path.join(pipeline_dir, "pipeline_root"), say):
         serving_dir = run_locally(paths["events"], pipeline_dir, model_config=config)
-    versions = [d for d in os.listdir(serving_dir) if d.isdigit()] \
-        if os.path.isdir(serving_dir) else []
+    versions = model_versions(serving_dir)
     if not versions:
         raise RuntimeError(f"the pipeline pushed no model to {serving_dir} (not blessed?)")
-    version_dir = os.path.join(serving_dir, max(versions, key=int))
+    version_dir = versions[max(versions)]
     timings["TFX pipeline"] = time.time() - stage
     say(f"      pushed {version_dir} in {timings['TFX pipeline']:.0f} s")
 

@@ -28,6 +28,21 @@ LOG = logging.getLogger("dspnet.serving")
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
 
 
+def model_versions(base_path: str) -> Dict[int, str]:
+    """Version -> folder of each complete version (`<base>/<integer>/saved_model.pb`) under a
+    model base path (TF Serving's layout, what the Pusher writes); empty if there is none."""
+    found = {}
+    try:
+        entries = os.listdir(base_path)
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        path = os.path.join(base_path, entry)
+        if entry.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
+            found[int(entry)] = path
+    return found
+
+
 @dataclasses.dataclass(frozen=True)
 class VersionPolicy:
     """TF Serving's model_version_policy: `latest` N versions, `all`, or `specific` versions.
@@ -156,16 +171,7 @@ class ModelManager:
 
     # -- discovery and loading ------------------------------------------------------------
     def _complete_versions(self) -> Dict[int, str]:
-        found = {}
-        try:
-            entries = os.listdir(self.base_path)
-        except FileNotFoundError:
-            return found
-        for entry in entries:
-            path = os.path.join(self.base_path, entry)
-            if entry.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
-                found[int(entry)] = path
-        return found
+        return model_versions(self.base_path)
 
     def poll(self) -> None:
         """One pass: load wanted new versions, then unload versions no longer wanted."""

@@ -177,10 +177,12 @@ def test_pipeline_run_says_whether_this_run_pushed_a_model(blessed, tmp_path, ca
     (tmp_path / "events.csv").write_text("user_id,item_id,scene,timestamp\nu,i,feed,1\n")
     serving = tmp_path / "out" / "serving" / "dspnet"
     (serving / "100").mkdir(parents=True)
+    (serving / "100" / "saved_model.pb").write_bytes(b"")
 
     def fake_run_locally(data, out, **kwargs):
         if blessed:
             (serving / "200").mkdir()
+            (serving / "200" / "saved_model.pb").write_bytes(b"")
         return str(serving)
 
     monkeypatch.setattr(pipeline, "run_locally", fake_run_locally)
