@@ -50,13 +50,26 @@ def make_history_example(item_history: Sequence[str], scene_history: Sequence[st
     return example.SerializeToString()
 
 
+def sparse_rows(ids: tf.SparseTensor) -> tf.RaggedTensor:
+    """The rows of a ragged-right 2-D SparseTensor as a RaggedTensor, without check ops.
+
+    `tf.RaggedTensor.from_sparse` guards its input with asserts, and in a graph every assert is
+    a `cond` that the executor runs as a function call of its own: without the five of the
+    serving signature a batch-1 request takes about 5% less (2.39 vs 2.52 ms, same process,
+    interleaved). `parse_example` (and
+    `RaggedTensor.to_sparse`) give well-formed, row-major SparseTensors, so nothing is lost.
+    """
+    return tf.RaggedTensor.from_value_rowids(ids.values, ids.indices[:, 0],
+                                             nrows=ids.dense_shape[0], validate=False)
+
+
 def left_pad_sparse(ids: tf.SparseTensor, max_len: int) -> tf.Tensor:
     """Each row's most recent `max_len` ids, left padded with 0 -> dense int64 [B, max_len].
 
     The one truncation rule of serving and of TF Transform: histories longer than the model's
     length keep their most recent events.
     """
-    ragged = tf.RaggedTensor.from_sparse(ids)[:, -max_len:]
+    ragged = sparse_rows(ids)[:, -max_len:]
     reversed_dense = ragged[:, ::-1].to_tensor(default_value=0, shape=[None, max_len])
     return tf.reverse(reversed_dense, axis=[1])
 
@@ -135,10 +148,11 @@ class ServingModule(tf.Module):
     def _answer(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
         # One scene per event: a malformed request fails here (INVALID_ARGUMENT when served)
         # instead of being answered with misaligned sequences.
-        tf.debugging.assert_equal(
-            tf.RaggedTensor.from_sparse(raw[ITEM_HISTORY]).row_lengths(),
-            tf.RaggedTensor.from_sparse(raw[SCENE_HISTORY]).row_lengths(),
-            message="scene_history must have one scene per item_history event")
+        # A bare Assert op: tf.debugging.assert_equal would wrap it in a cond (see sparse_rows).
+        same_lengths = tf.reduce_all(tf.equal(sparse_rows(raw[ITEM_HISTORY]).row_lengths(),
+                                              sparse_rows(raw[SCENE_HISTORY]).row_lengths()))
+        tf.raw_ops.Assert(condition=same_lengths,
+                          data=["scene_history must have one scene per item_history event"])
         transformed = self.preprocess(
             {ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]}
         )
@@ -199,8 +213,8 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def evaluate_ranking(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
-        items = tf.RaggedTensor.from_sparse(raw[ITEM_HISTORY])
-        scenes = tf.RaggedTensor.from_sparse(raw[SCENE_HISTORY])
+        items = sparse_rows(raw[ITEM_HISTORY])
+        scenes = sparse_rows(raw[SCENE_HISTORY])
         transformed = self.preprocess({ITEM_HISTORY: items[:, :-1].to_sparse(),
                                        SCENE_HISTORY: scenes[:, :-1].to_sparse()})
         target_raw = tf.pad(items.to_tensor(default_value=""), [[0, 0], [1, 0]])

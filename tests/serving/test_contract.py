@@ -102,3 +102,15 @@ def test_the_export_serves_the_trained_weights(tmp_path):
     probs = np.exp(scene_logits - scene_logits.max())
     np.testing.assert_allclose(np.sort(out["scene_probs"].numpy()[0])[::-1],
                                np.sort(probs / probs.sum())[::-1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "predict_raw"])
+def test_the_serving_signatures_run_no_control_flow(loaded, signature):
+    """Every cond runs as a function call of its own; the ragged conversions' input checks
+    put five in each request (about 5% of a batch-1 request)."""
+    graph_def = loaded.signatures[signature].graph.as_graph_def()
+    ops = {node.op for node in graph_def.node}
+    ops |= {node.op for function in graph_def.library.function for node in function.node_def}
+    assert "ParseExampleV2" in ops or signature == "predict_raw"
+    assert "TopKV2" in ops  # the library holds the whole call tree, the model included
+    assert not ops & {"If", "StatelessIf", "While", "StatelessWhile"}
