@@ -2,7 +2,8 @@
 
 One run measures both paths on the same model and the same requests (batch 1, one user's
 history of the model's length), for 1, 8 and 32 concurrent clients: p50 / p99 latency and
-throughput, and the gRPC / in-process ratios. The server runs in its own process (`dspnet
+throughput, and the gRPC / in-process ratios. The two paths take turns (`--rounds`), so both
+see the same load on a shared machine. The server runs in its own process (`dspnet
 serve`), as it would in production; clients are threads of this process. Prints and saves JSON
 and Markdown.
 
@@ -37,13 +38,14 @@ import portpicker  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from serving.client import DSPnetClient, make_example  # noqa: E402
+from serving.model_manager import model_versions  # noqa: E402
 from serving.testing import export_untrained_model, item_names  # noqa: E402
 
 SCENES = ("feed", "search", "live", "favorites", "cart", "messages")
 
 
 def measure(call: Callable[[int], None], clients: int, requests_per_client: int) -> Dict:
-    """Latency percentiles (ms) and throughput of `clients` threads each making requests."""
+    """Latencies (s) and wall time of `clients` threads each making requests."""
     latencies: List[List[float]] = [[] for _ in range(clients)]
     barrier = threading.Barrier(clients + 1)
 
@@ -61,11 +63,17 @@ def measure(call: Callable[[int], None], clients: int, requests_per_client: int)
     started = time.perf_counter()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
-    flat = np.array([x for per_client in latencies for x in per_client]) * 1000.0
+    return {"latencies": [x for per_client in latencies for x in per_client],
+            "wall": time.perf_counter() - started}
+
+
+def summarize(clients: int, rounds: List[Dict]) -> Dict:
+    """p50 / p99 (ms) and throughput over the rounds of one path at one concurrency level."""
+    flat = np.array([x for r in rounds for x in r["latencies"]]) * 1000.0
     return {"clients": clients, "requests": int(flat.size),
             "p50_ms": float(np.percentile(flat, 50)), "p99_ms": float(np.percentile(flat, 99)),
-            "mean_ms": float(flat.mean()), "throughput_rps": float(flat.size / wall)}
+            "mean_ms": float(flat.mean()),
+            "throughput_rps": float(flat.size / sum(r["wall"] for r in rounds))}
 
 
 def make_requests(count: int, max_len: int, num_items: int, seed: int = 0) -> List[bytes]:
@@ -82,6 +90,9 @@ def main(argv=None) -> int:
                                                   "untrained default-configuration DSPnet)")
     parser.add_argument("--requests", type=int, default=400,
                         help="requests per concurrency level and path (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="the two paths alternate this many times per concurrency level, "
+                             "so both see the same machine load (default: %(default)s)")
     parser.add_argument("--clients", default="1,8,32",
                         help="concurrency levels (default: %(default)s)")
     parser.add_argument("--intra-op-threads", type=int, default=0,
@@ -103,8 +114,11 @@ def main(argv=None) -> int:
         print("==> exporting an untrained DSPnet of the default configuration", flush=True)
         export_untrained_model(os.path.join(base, "1"), num_items=2000, max_len=50, item_dim=64,
                                scene_dim=16, top_k=20, scenes=SCENES)
-    version = max((d for d in os.listdir(base) if d.isdigit()), key=int)
-    model_dir = os.path.join(base, version)
+    versions = model_versions(base)
+    if not versions:
+        parser.error(f"--model-base-path {base}: no complete version (<base>/<integer>/"
+                     "saved_model.pb) to serve")
+    model_dir = versions[max(versions)]  # what the server serves by default
     loaded = tf.saved_model.load(model_dir)
     serve_fn = loaded.signatures["serving_default"]
     # transform_features gives training examples: the model's max_len inputs + one target.
@@ -136,12 +150,18 @@ def main(argv=None) -> int:
         # The transport floor: a round trip that runs no model (GetModelStatus).
         for _ in range(50):
             client.status()
-        status_p50 = measure(lambda i: client.status(), 1, 400)["p50_ms"]
+        status_p50 = summarize(1, [measure(lambda i: client.status(), 1, 400)])["p50_ms"]
         print(f"    grpc GetModelStatus (no model run) p50 {status_p50:.2f} ms", flush=True)
         for clients in levels:
-            per_client = max(args.requests // clients, 10)
-            for name, call in (("in_process", in_process), ("grpc", over_grpc)):
-                row = measure(call, clients, per_client)
+            per_client = max(args.requests // clients // args.rounds, 5)
+            # The paths take turns, a round each: on a shared machine the load drifts within
+            # a minute, and a ratio of two measurements minutes apart would carry the drift.
+            rounds: Dict[str, List[Dict]] = {"in_process": [], "grpc": []}
+            for _ in range(args.rounds):
+                for name, call in (("in_process", in_process), ("grpc", over_grpc)):
+                    rounds[name].append(measure(call, clients, per_client))
+            for name in ("in_process", "grpc"):
+                row = summarize(clients, rounds[name])
                 results[name].append(row)
                 print(f"    {name:10s} clients {clients:2d}: p50 {row['p50_ms']:6.2f} ms  "
                       f"p99 {row['p99_ms']:6.2f} ms  {row['throughput_rps']:7.1f} req/s",
@@ -160,7 +180,7 @@ def main(argv=None) -> int:
         "model": model_dir, "history_length": max_len, "batch_size": 1,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "tensorflow": tf.__version__},
-        "intra_op_threads": args.intra_op_threads,
+        "intra_op_threads": args.intra_op_threads, "rounds": args.rounds,
         "grpc_round_trip_without_model_p50_ms": status_p50,
         "results": results, "ratios": ratios,
         "targets": {"grpc_p50_over_in_process_at_1_client": {
@@ -172,7 +192,8 @@ def main(argv=None) -> int:
         json.dump(report, handle, indent=2)
     lines = ["# Serving latency (batch 1, one history of the model's length)", "",
              f"Model: `{model_dir}`; {os.cpu_count()} CPUs; server in its own process; "
-             f"TensorFlow intra-op threads: {args.intra_op_threads or 'default'} (both paths). "
+             f"TensorFlow intra-op threads: {args.intra_op_threads or 'default'} (both paths); "
+             f"the paths alternate in {args.rounds} rounds per concurrency level. "
              f"A gRPC round trip that runs no model (GetModelStatus): p50 {status_p50:.2f} ms.",
              "",
              "| clients | path | p50 ms | p99 ms | req/s |", "|---|---|---|---|---|"]
