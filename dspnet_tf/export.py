@@ -56,8 +56,8 @@ def sparse_rows(ids: tf.SparseTensor) -> tf.RaggedTensor:
     `tf.RaggedTensor.from_sparse` guards its input with asserts, and in a graph every assert is
     a `cond` that the executor runs as a function call of its own: without the five of the
     serving signature a batch-1 request takes about 5% less (2.39 vs 2.52 ms, same process,
-    interleaved). `parse_example` (and
-    `RaggedTensor.to_sparse`) give well-formed, row-major SparseTensors, so nothing is lost.
+    interleaved). `parse_example` and `RaggedTensor.to_sparse` give well-formed, row-major
+    SparseTensors, so the checks had nothing to catch.
     """
     return tf.RaggedTensor.from_value_rowids(ids.values, ids.indices[:, 0],
                                              nrows=ids.dense_shape[0], validate=False)
