@@ -210,10 +210,10 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     except EventLogError as err:
         raise UserError(str(err)) from None
     from serving.model_manager import model_versions  # pylint: disable=import-outside-toplevel
-    from tfx_pipeline.pipeline import LOCAL_BEAM_ARGS, run_locally  # pylint: disable=import-outside-toplevel
+    from tfx_pipeline.pipeline import LOCAL_BEAM_ARGS, local_serving_dir, run_locally  # pylint: disable=import-outside-toplevel
 
     _stage(f"running the TFX pipeline on {args.data} -> {args.out}")
-    before = set(model_versions(os.path.join(args.out, "serving", "dspnet")))
+    before = set(model_versions(local_serving_dir(args.out)))
     serving_dir = run_locally(args.data, args.out, model_config=_model_config(args),
                               max_events=args.max_events, skip_malformed=args.skip_malformed,
                               beam_pipeline_args=args.beam_arg or LOCAL_BEAM_ARGS,

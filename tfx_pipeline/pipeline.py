@@ -113,9 +113,14 @@ def create_pipeline(
     )
 
 
+def local_serving_dir(out_dir: str) -> str:
+    """Where `run_locally` under `out_dir` pushes: a TF Serving model base path."""
+    return os.path.join(out_dir, "serving", "dspnet")
+
+
 def run_locally(data_root: str, out_dir: str, **kwargs: Any) -> str:
     """Runs the pipeline with LocalDagRunner under `out_dir`; returns Pusher's base directory."""
-    serving_dir = os.path.join(out_dir, "serving", "dspnet")
+    serving_dir = local_serving_dir(out_dir)
     pipeline = create_pipeline(
         pipeline_name=kwargs.pop("pipeline_name", "dspnet"),
         pipeline_root=os.path.join(out_dir, "pipeline_root"),
