@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -62,26 +63,35 @@ def training_flops(config: DSPnetConfig, batch: int) -> float:
     # Sequences of max_len events: the model encodes the first max_len - 1 (each predicts the
     # event after it).
     c, length = config, config.max_len - 1
-    # The sequences in full, and (with CCR) two augmented views read at their last position.
-    passes = [(batch, False)] + ([(2 * batch, True)] if c.use_ccr else [])
-    forward = sum(encoder_flops(b, length, c.item_dim, c.num_blocks, c.ffn_multiplier, last)
-                  for b, last in passes)
+    # The sequences in full and, with CCR, the augmented views read at their last position:
+    # two per CCR user ("augmented") or one beside the full pass's state ("anchored"), for
+    # ceil(ccr_view_fraction * B) users, over the most recent ceil(ccr_view_window * max_len)
+    # events.
+    passes = [(batch, length, False)]
+    if c.use_ccr:
+        users = min(batch, max(2, math.ceil(c.ccr_view_fraction * batch)))
+        views = (2 if c.ccr_views == "augmented" else 1) * users
+        passes.append((views, min(length, max(2, math.ceil(c.ccr_view_window * c.max_len))),
+                       True))
+    forward = sum(encoder_flops(b, n, c.item_dim, c.num_blocks, c.ffn_multiplier, last)
+                  for b, n, last in passes)
     positions = batch * length
     head_in = c.item_dim
     if c.use_scene_network:
-        forward += sum(encoder_flops(b, length, c.scene_dim, c.num_blocks, c.ffn_multiplier, last)
-                       for b, last in passes)
+        forward += sum(encoder_flops(b, n, c.scene_dim, c.num_blocks, c.ffn_multiplier, last)
+                       for b, n, last in passes)
         widths = [c.item_dim + c.scene_dim] + [c.sfe_hidden] * (c.sfe_depth - 1) + [c.item_dim]
-        fused = batch * length + (2 * batch if c.use_ccr else 0)
+        fused = batch * length + sum(b for b, _, last in passes if last)
         forward += sum(2 * fused * a * b for a, b in zip(widths, widths[1:]))
     forward += 2 * positions * head_in * head_in  # item head projection
     candidates = c.item_vocab_size if c.item_loss == "softmax" else 1 + c.num_negatives
     forward += 2 * positions * head_in * candidates
     forward += 2 * positions * head_in * c.scene_dim + 2 * positions * c.scene_dim * c.scene_vocab_size
-    if c.use_adversarial:  # discriminator on every position, twice (generator and D steps)
-        forward += 2 * 2 * positions * (c.item_dim * c.discriminator_hidden
-                                        + c.discriminator_hidden * c.discriminator_hidden
-                                        + c.discriminator_hidden)
+    if c.use_adversarial:  # discriminator on the sampled positions (generator and D steps)
+        sampled = math.ceil(c.adversarial_sample_fraction * positions)
+        forward += 2 * 2 * sampled * (c.item_dim * c.discriminator_hidden
+                                      + c.discriminator_hidden * c.discriminator_hidden
+                                      + c.discriminator_hidden)
     return 3.0 * forward
 
 
@@ -128,7 +138,9 @@ def model_configs(args: argparse.Namespace) -> Dict[str, DSPnetConfig]:
     base = DSPnetConfig(item_vocab_size=args.items + 2, scene_vocab_size=8, max_len=args.max_len,
                         item_dim=args.item_dim)
     return {"dspnet": base, "sasrec": base.as_baseline("sasrec"),
-            # Where DSPnet's extra cost goes: the same model without CCR's two views.
+            # Where DSPnet's extra cost goes: CCR with two separately encoded augmented views
+            # (CL4SRec's scheme, the method's first design), and no CCR at all.
+            "dspnet_ccr_augmented": base.with_ablation("ccr_augmented"),
             "dspnet_no_ccr": base.with_ablation("no_ccr")}
 
 
@@ -172,7 +184,7 @@ def main() -> None:
     print(f"dense matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s (n={peak['size']})",
           flush=True)
     settings = [(name, jit) for name in configs for jit in (False, True)
-                if not (name == "dspnet_no_ccr" and jit)]
+                if not (name.startswith("dspnet_") and jit)]
     samples: Dict[str, list] = {f"{n} xla={'on' if j else 'off'}": [] for n, j in settings}
     for repeat in range(args.repeats):
         for name, jit in settings:

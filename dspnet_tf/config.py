@@ -18,6 +18,7 @@ from typing import Any, Dict
 ITEM_LOSSES = ("sampled_bce", "softmax")
 ENCODERS = ("transformer", "gru")
 CCR_WEIGHTINGS = ("conditional", "uniform")
+CCR_VIEWS = ("augmented", "anchored")
 PRIORS = ("gaussian", "laplace", "mixture")
 FUSIONS = ("concat_mlp", "sum")
 
@@ -27,6 +28,8 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     "no_sfe": {"fusion": "sum"},
     "no_ccr": {"use_ccr": False},
     "ccr_uniform": {"ccr_weighting": "uniform"},
+    # CCR as first designed (CL4SRec): two augmented copies of every user's whole window.
+    "ccr_augmented": {"ccr_views": "augmented", "ccr_view_fraction": 1.0, "ccr_view_window": 1.0},
     "no_adv": {"use_adversarial": False},
     "sfe_depth_1": {"sfe_depth": 1},
     "sfe_depth_3": {"sfe_depth": 3},
@@ -84,6 +87,14 @@ class DSPnetConfig:
       use_ccr: switch for the conditional contrastive regulariser.
       lambda_ccr: weight of L_CCR.
       ccr_weighting: "conditional" (learned context weights) or "uniform" (plain InfoNCE).
+      ccr_views: where CCR's two views of a user come from. "augmented": two augmented
+        copies of the history (crop / mask / reorder, CL4SRec), each encoded again.
+        "anchored": the state the next-event losses already computed is one view and one
+        augmented copy is encoded for the other, which halves CCR's extra encoding.
+      ccr_view_fraction: share of the batch's users that take part in CCR (the first ones of
+        the shuffled batch; at least 2). The extra encoding of the views is proportional to it.
+      ccr_view_window: share of the model's window (the most recent ceil(share * max_len)
+        events) that the augmented views are made from; their encoding cost shrinks with it.
       ccr_temperature: tau of the InfoNCE similarities.
       ccr_weight_temperature: tau_w of the conditional weight softmax.
       ccr_soft_positive_mass: share of the target mass given to context-similar users.
@@ -93,6 +104,9 @@ class DSPnetConfig:
       augment_reorder_ratio: share of the sequence shuffled by the reorder augmentation.
       use_adversarial: switch for the adversarial prior regulariser.
       lambda_adv: weight of the generator term -log D(z).
+      adversarial_sample_fraction: share of the batch's positions (drawn at random each step,
+        with replacement) whose z the discriminator and the generator term see; an unbiased
+        sample of the same distribution-matching objective at that share of its cost.
       prior: "gaussian", "laplace" or "mixture" (of Gaussians).
       prior_components: number of mixture components.
       discriminator_hidden: hidden width of the discriminator MLP.
@@ -123,6 +137,9 @@ class DSPnetConfig:
     use_ccr: bool = True
     lambda_ccr: float = 0.1
     ccr_weighting: str = "conditional"
+    ccr_views: str = "anchored"
+    ccr_view_fraction: float = 0.5
+    ccr_view_window: float = 0.3
     ccr_temperature: float = 0.2
     ccr_weight_temperature: float = 0.5
     ccr_soft_positive_mass: float = 0.3
@@ -132,6 +149,7 @@ class DSPnetConfig:
     augment_reorder_ratio: float = 0.3
     use_adversarial: bool = True
     lambda_adv: float = 0.01
+    adversarial_sample_fraction: float = 0.25
     prior: str = "gaussian"
     prior_components: int = 4
     discriminator_hidden: int = 64
@@ -173,6 +191,9 @@ class DSPnetConfig:
             need(getattr(self, field) > 0.0, field, "must be > 0")
         need(self.item_loss in ITEM_LOSSES, "item_loss", f"one of {ITEM_LOSSES}")
         need(self.ccr_weighting in CCR_WEIGHTINGS, "ccr_weighting", f"one of {CCR_WEIGHTINGS}")
+        need(self.ccr_views in CCR_VIEWS, "ccr_views", f"one of {CCR_VIEWS}")
+        for field in ("ccr_view_fraction", "ccr_view_window", "adversarial_sample_fraction"):
+            need(0.0 < getattr(self, field) <= 1.0, field, "must be in (0, 1]")
         need(self.prior in PRIORS, "prior", f"one of {PRIORS}")
         need(self.fusion in FUSIONS, "fusion", f"one of {FUSIONS}")
         need(self.encoder in ENCODERS, "encoder", f"one of {ENCODERS}")

@@ -1,4 +1,4 @@
-"""Joint sequence augmentations (crop, mask, reorder) that make CCR's two views of a user."""
+"""Joint sequence augmentations (crop, mask, reorder) that make CCR's augmented views of a user."""
 
 from __future__ import annotations
 

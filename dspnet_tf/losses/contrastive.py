@@ -1,4 +1,4 @@
-"""Conditional contrastive regularisation (CCR) between two augmented views of each user."""
+"""Conditional contrastive regularisation (CCR) between two views of each user."""
 
 from __future__ import annotations
 

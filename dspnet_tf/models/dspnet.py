@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
@@ -32,6 +33,7 @@ TARGET_SCENE = "target_scene"
 
 # Salts that keep the stateless random streams of one step apart.
 _SALT_NEGATIVES, _SALT_VIEWS, _SALT_PRIOR, _SALT_TARGET_SCENE = 11, 13, 17, 19
+_SALT_ADV_SAMPLE = 23
 
 
 def ids_in_vocab(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
@@ -51,8 +53,9 @@ class DSPnet(tf.keras.Model):
     encodes each sequence with its own causal Transformer (`SequenceEncoder`), fuses the two
     per-position representations with an MLP (`SequenceFeatureEnhancement`, "SFE"), and predicts
     the next item and the next scene from the fused z with tied-embedding heads. Training adds
-    two regularisers on z: a conditional contrastive loss between augmented views of each user
-    whose soft positives are users with a similar scene context (CCR), and an adversarial prior
+    two regularisers on z: a conditional contrastive loss (CCR) that makes a user's z agree with
+    the z of an augmented copy of their recent history (by default; or two augmented copies),
+    with users of a similar scene context as weighted soft positives, and an adversarial prior
     term that makes z look like samples of a chosen prior (a stand-in for the ELBO's KL term).
 
     Inputs are dicts `{"item_ids": [B, L], "scene_ids": [B, L]}` of ints, left padded with 0,
@@ -349,8 +352,9 @@ class DSPnet(tf.keras.Model):
         and reading positions 0..L-2 would leave that position untrained by the losses and
         free to drift under CCR, which showed as held-out accuracy falling during training.)
 
-        `user_z` [N, d] holds z at every position and `user_z_weights` [N] is 1 where the
-        position is a real training position (the ones the prior regulariser sees).
+        `user_z` [N, d] holds z at every position (or at the random share of positions of
+        `adversarial_sample_fraction`) and `user_z_weights` [N] is 1 where the position is a
+        real training position (the ones the prior regulariser sees).
         """
         c = self.dspnet_config
         next_items, next_scenes, weights = self._next_event_targets(items, scenes, tf.float32)
@@ -358,20 +362,30 @@ class DSPnet(tf.keras.Model):
         if c.use_ccr:
             # CCR reads only each view's most recent state, so the views are encoded with
             # `last_only`: the last block computes that one position instead of all L (its
-            # attention output and feed-forward work drop by a factor of L). Both views share
-            # one call ([2B, L]): per-op overhead matters at recommender widths.
+            # attention output and feed-forward work drop by a factor of L). The views share
+            # one call: per-op overhead matters at recommender widths.
+            ccr_users = self._ccr_users(tf.shape(items)[0])
+            # The most recent events of the window; the encoder places them at the positions
+            # they hold in the full window (positions count from the end).
+            window = max(2, math.ceil(c.ccr_view_window * c.max_len))
+            items_v, scenes_v = items[:ccr_users, -window:], scenes[:ccr_users, -window:]
             seed_a, seed_b = tf.unstack(
                 tf.random.experimental.stateless_split(self._step_seed(_SALT_VIEWS), num=2)
             )
-            items_a, scenes_a = self.augmenter(items, scenes, seed=seed_a)
-            items_b, scenes_b = self.augmenter(items, scenes, seed=seed_b)
-            views_z = self.encode(tf.concat([items_a, items_b], axis=0),
-                                  tf.concat([scenes_a, scenes_b], axis=0),
-                                  training=training, last_only=True)["z"][:, -1]
-            view_a_z, view_b_z = tf.split(views_z, 2, axis=0)
+            items_b, scenes_b = self.augmenter(items_v, scenes_v, seed=seed_b)
+            if c.ccr_views == "augmented":
+                items_a, scenes_a = self.augmenter(items_v, scenes_v, seed=seed_a)
+                items_b = tf.concat([items_a, items_b], axis=0)
+                scenes_b = tf.concat([scenes_a, scenes_b], axis=0)
+            views_z = self.encode(items_b, scenes_b, training=training, last_only=True)["z"][:, -1]
         encoded = self.encode(items, scenes, training=training)
         z_in = encoded["z"]
         weights = tf.cast(weights, z_in.dtype)
+        if c.use_ccr:
+            if c.ccr_views == "augmented":
+                view_a_z, view_b_z = tf.split(views_z, 2, axis=0)
+            else:  # anchored: the un-augmented history's state, from the pass above
+                view_a_z, view_b_z = z_in[:ccr_users, -1], views_z
 
         target_scene = None
         if c.target_scene_conditioning:
@@ -406,7 +420,8 @@ class DSPnet(tf.keras.Model):
                 # encoders from reshaping the context just to make the contrastive task easy.
                 context = (encoded["scene_states"] if encoded["scene_states"] is not None
                            else z_in)
-                weights_ccr = self.context_weighting(tf.stop_gradient(context[:, -1]))
+                weights_ccr = self.context_weighting(
+                    tf.stop_gradient(context[:ccr_users, -1]))
             losses["ccr_loss"] = conditional_info_nce(
                 view_a_z, view_b_z, c.ccr_temperature, weights_ccr,
                 c.ccr_soft_positive_mass,
@@ -417,6 +432,14 @@ class DSPnet(tf.keras.Model):
         # positions stay in with weight 0 (fixed shapes, so the step compiles with XLA).
         user_z = tf.reshape(z_in, [-1, c.item_dim])
         user_z_weights = tf.reshape(weights, [-1])
+        if c.use_adversarial and c.adversarial_sample_fraction < 1.0:
+            positions = tf.shape(user_z_weights)[0]
+            sample = tf.random.stateless_uniform(
+                [tf.cast(tf.math.ceil(c.adversarial_sample_fraction
+                                      * tf.cast(positions, tf.float32)), tf.int32)],
+                self._step_seed(_SALT_ADV_SAMPLE), minval=0, maxval=positions, dtype=tf.int32)
+            user_z = tf.gather(user_z, sample)
+            user_z_weights = tf.gather(user_z_weights, sample)
         if c.use_adversarial:
             losses["adv_generator_loss"] = generator_loss(
                 tf.reshape(self.discriminator(user_z), [-1]), user_z_weights
@@ -426,6 +449,12 @@ class DSPnet(tf.keras.Model):
         losses["user_z"] = user_z
         losses["user_z_weights"] = user_z_weights
         return losses
+
+    def _ccr_users(self, batch_size: tf.Tensor) -> tf.Tensor:
+        """How many of the batch's users CCR sees: ceil(fraction * B), at least 2 (<= B)."""
+        fraction = self.dspnet_config.ccr_view_fraction
+        users = tf.cast(tf.math.ceil(fraction * tf.cast(batch_size, tf.float32)), tf.int32)
+        return tf.minimum(batch_size, tf.maximum(users, 2))
 
     def encoder_variables(self) -> list:
         """Trainable variables updated by the main optimizer (everything but the discriminator)."""

@@ -294,3 +294,42 @@ def test_fit_traces_the_train_step_once(name, monkeypatch):
     if name == "dspnet":
         assert int(model.discriminator_optimizer.iterations) == 4
     assert before is None or any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_ccr_users_is_a_ceiled_share_of_the_batch_and_at_least_two():
+    model = DSPnet(small_config(ccr_view_fraction=0.25))
+    got = [int(model._ccr_users(tf.constant(b))) for b in (256, 10, 4, 1)]
+    assert got == [64, 3, 2, 1]
+
+
+@pytest.mark.parametrize("views", ["augmented", "anchored"])
+def test_ccr_with_a_view_fraction_reads_only_the_first_users(views):
+    """Changing a user outside the CCR share leaves L_CCR as it was; one inside changes it."""
+    model = DSPnet(small_config(ccr_views=views, ccr_view_fraction=0.5))
+    items = RNG.integers(2, V, size=(8, L + 1)).astype(np.int32)
+    scenes = RNG.integers(2, S, size=(8, L + 1)).astype(np.int32)
+
+    def ccr(items_, scenes_):
+        return float(model.compute_losses(tf.constant(items_), tf.constant(scenes_))["ccr_loss"])
+
+    base = ccr(items, scenes)
+    outside, inside = items.copy(), items.copy()
+    outside[6] = RNG.integers(2, V, size=L + 1)
+    inside[1] = RNG.integers(2, V, size=L + 1)
+    assert ccr(outside, scenes) == pytest.approx(base, abs=1e-6)
+    assert abs(ccr(inside, scenes) - base) > 1e-4
+
+
+def test_adversarial_sample_fraction_regularises_a_random_share_of_the_positions():
+    model = DSPnet(small_config(adversarial_sample_fraction=0.25))
+    items = RNG.integers(2, V, size=(8, L + 1)).astype(np.int32)
+    scenes = RNG.integers(2, S, size=(8, L + 1)).astype(np.int32)
+    losses = model.compute_losses(tf.constant(items), tf.constant(scenes))
+    every = model.encode(tf.constant(items[:, :-1]), tf.constant(scenes[:, :-1]),
+                         training=True)["z"].numpy().reshape(-1, model.dspnet_config.item_dim)
+    sampled = losses["user_z"].numpy()
+    assert sampled.shape == (int(np.ceil(0.25 * len(every))), every.shape[1])
+    # Each sampled row is z at one of the batch's positions, and they are not all the same one.
+    nearest = np.abs(sampled[:, None, :] - every[None, :, :]).max(-1).min(-1)
+    assert nearest.max() < 1e-5
+    assert len({tuple(np.round(row, 4)) for row in sampled}) > 1
