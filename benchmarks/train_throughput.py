@@ -71,8 +71,7 @@ def training_flops(config: DSPnetConfig, batch: int) -> float:
     if c.use_ccr:
         users = min(batch, max(2, math.ceil(c.ccr_view_fraction * batch)))
         views = (2 if c.ccr_views == "augmented" else 1) * users
-        passes.append((views, min(length, max(2, math.ceil(c.ccr_view_window * c.max_len))),
-                       True))
+        passes.append((views, min(length, c.ccr_view_events), True))
     forward = sum(encoder_flops(b, n, c.item_dim, c.num_blocks, c.ffn_multiplier, last)
                   for b, n, last in passes)
     positions = batch * length

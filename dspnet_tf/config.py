@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Dict
 
 ITEM_LOSSES = ("sampled_bce", "softmax")
@@ -197,6 +198,11 @@ class DSPnetConfig:
         need(self.prior in PRIORS, "prior", f"one of {PRIORS}")
         need(self.fusion in FUSIONS, "fusion", f"one of {FUSIONS}")
         need(self.encoder in ENCODERS, "encoder", f"one of {ENCODERS}")
+
+    @property
+    def ccr_view_events(self) -> int:
+        """Most recent events CCR's augmented views are made from: ceil(window * max_len), >= 2."""
+        return max(2, math.ceil(self.ccr_view_window * self.max_len))
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:

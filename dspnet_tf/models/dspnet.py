@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
@@ -367,7 +366,7 @@ class DSPnet(tf.keras.Model):
             ccr_users = self._ccr_users(tf.shape(items)[0])
             # The most recent events of the window; the encoder places them at the positions
             # they hold in the full window (positions count from the end).
-            window = max(2, math.ceil(c.ccr_view_window * c.max_len))
+            window = c.ccr_view_events
             items_v, scenes_v = items[:ccr_users, -window:], scenes[:ccr_users, -window:]
             seed_a, seed_b = tf.unstack(
                 tf.random.experimental.stateless_split(self._step_seed(_SALT_VIEWS), num=2)
