@@ -40,8 +40,10 @@ class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         )
         self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate)
         self.gru = tf.keras.layers.GRU(self.dim, return_sequences=True, name="gru")
-
-
+        # As in `SequenceEncoder`: embeddings scaled by sqrt(dim) in, LayerNorm out. Without
+        # them the GRU reads 0.02-scale inputs and emits tanh-bounded states, learns many times
+        # slower and, on the default scene world, never left the most-popular solution.
+        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
 
     def call(
         self,
@@ -59,12 +61,12 @@ class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         ids = tf.cast(ids, tf.int32)
         if padding_mask is None:
             padding_mask = ids > 0
-        x = self.token_embedding(ids)
+        x = self.token_embedding(ids) * tf.math.sqrt(tf.cast(self.dim, self.compute_dtype))
         if extra_embeddings is not None:
             x = x + extra_embeddings
         x = self.embedding_dropout(x, training=training)
         # The Keras mask makes the GRU carry its state over padded steps untouched.
-        states = self.gru(x, mask=padding_mask, training=training)
+        states = self.final_norm(self.gru(x, mask=padding_mask, training=training))
         states = states * tf.cast(padding_mask, states.dtype)[:, :, tf.newaxis]
         return states[:, -1:] if last_only else states
 
