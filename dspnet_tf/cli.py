@@ -524,8 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a smoke run of the whole benchmark in a few minutes: one seed, "
                               "at most 2 epochs, the first 2,000 users, a 3-point sweep of "
                               "1,000-user worlds")
-    quality.add_argument("--epochs", type=_positive_int, default=8,
-                         help="most epochs per run (default: %(default)s)")
+    quality.add_argument("--epochs", type=_positive_int, default=15,
+                         help="most epochs per run; runs stop earlier after --patience epochs "
+                              "without a validation gain. On the default world every model's "
+                              "validation NDCG@10 is within about 2%% of its plateau by 15 "
+                              "(default: %(default)s)")
     quality.add_argument("--batch-size", type=_positive_int, default=256,
                          help="batch size (default: %(default)s)")
     quality.add_argument("--sweep-users", type=_positive_int, default=2000,
@@ -534,10 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--max-len", type=_positive_int, help="history length (default: 50)")
     quality.add_argument("--item-dim", type=_positive_int, help="item width (default: 64)")
     quality.add_argument("--scene-dim", type=_positive_int, help="scene width (default: 16)")
-    quality.add_argument("--item-loss", choices=("sampled_bce", "softmax"),
-                         help="item loss of every model but BERT4Rec: sampled_bce (one sampled "
-                              "negative, SASRec's) or softmax (full cross-entropy, RecBole's "
-                              "CE) (default: sampled_bce)")
+    quality.add_argument("--item-loss", choices=("sampled_bce", "softmax"), default="softmax",
+                         help="item loss of every model but BERT4Rec (which keeps its sampled "
+                              "softmax): softmax (full cross-entropy, RecBole's CE; the right "
+                              "choice for catalogs that fit a [batch, items] logit matrix) or "
+                              "sampled_bce (one sampled negative, SASRec's paper; for huge "
+                              "catalogs). With sampled_bce every model learns several times "
+                              "slower (default: %(default)s)")
     quality.add_argument("--max-users", type=_positive_int,
                          help="benchmark only the first N users (sorted ids) of --data")
     quality.add_argument("--window-stride", type=_positive_int,
