@@ -271,7 +271,8 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
 
     models = _split_list(args.models)
     studies = _split_list(args.studies)
-    seeds = list(range(1 if args.quick else args.seeds))
+    first = args.first_seed
+    seeds = list(range(first, first + (1 if args.quick else args.seeds)))
     epochs = min(args.epochs, 2) if args.quick else args.epochs
     max_users = args.max_users if args.max_users or not args.quick else 2000
     misalignments = (0.0, 0.5, 1.0) if args.quick else (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -516,6 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "prior, misalignment; '' for none (default: %(default)s)")
     quality.add_argument("--seeds", type=_positive_int, default=3,
                          help="number of seeds of the main table (default: %(default)s)")
+    quality.add_argument("--first-seed", type=int, default=0,
+                         help="seeds are first-seed .. first-seed + seeds - 1; e.g. --seeds 1 "
+                              "--first-seed 2 adds seed 2 to an earlier run (default: "
+                              "%(default)s)")
     quality.add_argument("--patience", type=_positive_int, default=3,
                          help="epochs without a validation gain before stopping (default: %(default)s)")
     quality.add_argument("--learning-rate", type=float, default=1e-3,

@@ -84,6 +84,24 @@ def test_benchmark_quality_help(capsys):
     assert "--models" in capsys.readouterr().out
 
 
+def test_benchmark_quality_seeds_and_protocol_defaults(tmp_path, monkeypatch):
+    from dspnet_tf.evaluation import quality_benchmark
+
+    calls = []
+
+    def record(data, out_dir, **kwargs):
+        calls.append(kwargs)
+        (tmp_path / "out").mkdir(exist_ok=True)
+        (tmp_path / "out" / "results.md").write_text("table\n")
+
+    monkeypatch.setattr(quality_benchmark, "run_quality_benchmark", record)
+    base = ["benchmark", "quality", "--data", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert cli.main(base) == 0
+    assert cli.main(base + ["--seeds", "2", "--first-seed", "2"]) == 0
+    assert [c["seeds"] for c in calls] == [[0, 1, 2], [2, 3]]
+    assert calls[0]["overrides"] == {"item_loss": "softmax"} and calls[0]["epochs"] == 15
+
+
 def test_benchmark_quality_unknown_model_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "events.csv").write_text("user_id,item_id,scene,timestamp\nu1,a,feed,1\n")
     code = cli.main(["benchmark", "quality", "--data", str(tmp_path), "--models", "bert5rec",
