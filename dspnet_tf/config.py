@@ -34,6 +34,10 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     "no_adv": {"use_adversarial": False},
     "sfe_depth_1": {"sfe_depth": 1},
     "sfe_depth_3": {"sfe_depth": 3},
+    # An addition, not a removal (our extension): each item embedding also gets its scene's
+    # embedding, as in the sasrec_scene baseline, so the item network sees item-scene pairs
+    # that the per-position SFE fusion of two separately encoded sequences cannot.
+    "scene_attribute": {"scene_attribute": True},
 }
 
 
