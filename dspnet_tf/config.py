@@ -38,6 +38,10 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     # embedding, as in the sasrec_scene baseline, so the item network sees item-scene pairs
     # that the per-position SFE fusion of two separately encoded sequences cannot.
     "scene_attribute": {"scene_attribute": True},
+    # Our extension: a GRU item network (the scene network stays a Transformer). The scene
+    # world's users follow a Markov chain over a latent intent, which a recurrence tracks the
+    # way the oracle's forward filter does.
+    "gru_items": {"encoder": "gru"},
 }
 
 
