@@ -23,7 +23,8 @@ CCR_VIEWS = ("augmented", "anchored")
 PRIORS = ("gaussian", "laplace", "mixture")
 FUSIONS = ("concat_mlp", "sum")
 
-# Named ablations of dspnet-method.md -> the switches they flip.
+# Named ablations of dspnet-method.md -> the switches they flip (and two named extensions,
+# marked below, run the same way as `dspnet_<name>`).
 ABLATIONS: Dict[str, Dict[str, Any]] = {
     "no_scene": {"use_scene_network": False},
     "no_sfe": {"fusion": "sum"},
