@@ -43,6 +43,7 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     # world's users follow a Markov chain over a latent intent, which a recurrence tracks the
     # way the oracle's forward filter does.
     "gru_items": {"encoder": "gru"},
+    "gru_items_scene_attribute": {"encoder": "gru", "scene_attribute": True},
 }
 
 
@@ -54,6 +55,8 @@ BASELINES: Dict[str, Dict[str, Any]] = {
     "sasrec": dict(_SINGLE_SEQUENCE),
     "sasrec_scene": dict(_SINGLE_SEQUENCE, scene_attribute=True),
     "gru4rec": dict(_SINGLE_SEQUENCE, encoder="gru"),
+    # Not in the default table: the matching baseline for DSPnet's gru_items_scene_attribute.
+    "gru4rec_scene": dict(_SINGLE_SEQUENCE, encoder="gru", scene_attribute=True),
 }
 
 
