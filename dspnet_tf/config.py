@@ -23,7 +23,7 @@ CCR_VIEWS = ("augmented", "anchored")
 PRIORS = ("gaussian", "laplace", "mixture")
 FUSIONS = ("concat_mlp", "sum")
 
-# Named ablations of dspnet-method.md -> the switches they flip (and two named extensions,
+# Named ablations of dspnet-method.md -> the switches they flip (and three named extensions,
 # marked below, run the same way as `dspnet_<name>`).
 ABLATIONS: Dict[str, Dict[str, Any]] = {
     "no_scene": {"use_scene_network": False},
@@ -43,8 +43,8 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     # world's users follow a Markov chain over a latent intent, which a recurrence tracks the
     # way the oracle's forward filter does.
     "gru_items": {"encoder": "gru"},
-    "gru_items_scene_attribute": {"encoder": "gru", "scene_attribute": True},
 }
+ABLATIONS["gru_items_scene_attribute"] = {**ABLATIONS["gru_items"], **ABLATIONS["scene_attribute"]}
 
 
 # Baselines built from the same layers: name -> the switches that make them.
