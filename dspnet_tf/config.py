@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 ITEM_LOSSES = ("sampled_bce", "softmax")
 ENCODERS = ("transformer", "gru")
@@ -45,18 +45,23 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     "gru_items": {"encoder": "gru"},
 }
 ABLATIONS["gru_items_scene_attribute"] = {**ABLATIONS["gru_items"], **ABLATIONS["scene_attribute"]}
+# Our extension, on by default with the softmax item loss: without the repeat pointer.
+ABLATIONS["no_repeat"] = {"repeat_pointer": False}
 
 
 # Baselines built from the same layers: name -> the switches that make them.
 # Item-only objective (alpha = 0): the classic single-sequence recommenders.
 _SINGLE_SEQUENCE = {"use_scene_network": False, "use_ccr": False, "use_adversarial": False,
-                    "alpha": 0.0}
+                    "alpha": 0.0, "repeat_pointer": False}
 BASELINES: Dict[str, Dict[str, Any]] = {
     "sasrec": dict(_SINGLE_SEQUENCE),
     "sasrec_scene": dict(_SINGLE_SEQUENCE, scene_attribute=True),
     "gru4rec": dict(_SINGLE_SEQUENCE, encoder="gru"),
     # Not in the default table: the matching baseline for DSPnet's gru_items_scene_attribute.
     "gru4rec_scene": dict(_SINGLE_SEQUENCE, encoder="gru", scene_attribute=True),
+    # Not in the default table: SASRec with DSPnet's repeat pointer, to tell what the pointer
+    # adds from what the scene network adds.
+    "sasrec_repeat": dict(_SINGLE_SEQUENCE, repeat_pointer=True),
 }
 
 
@@ -123,6 +128,10 @@ class DSPnetConfig:
       prior: "gaussian", "laplace" or "mixture" (of Gaussians).
       prior_components: number of mixture components.
       discriminator_hidden: hidden width of the discriminator MLP.
+      repeat_pointer: mix the catalog softmax with a pointer over the user's own history
+        (`RepeatPointer`, our extension: repeat consumption and cross-scene returns). The
+        mixture needs the full softmax's normaliser, so None (the default) means "on with
+        item_loss='softmax', off with sampled BCE"; True with sampled BCE is refused.
       target_scene_conditioning: condition the item head on the scene the list is shown in.
       target_scene_dropout: probability of hiding the target scene in training, so the model
         also answers requests that do not know it.
@@ -166,6 +175,7 @@ class DSPnetConfig:
     prior: str = "gaussian"
     prior_components: int = 4
     discriminator_hidden: int = 64
+    repeat_pointer: Optional[bool] = None
     target_scene_conditioning: bool = False
     target_scene_dropout: float = 0.5
     seed: int = 0
@@ -210,6 +220,15 @@ class DSPnetConfig:
         need(self.prior in PRIORS, "prior", f"one of {PRIORS}")
         need(self.fusion in FUSIONS, "fusion", f"one of {FUSIONS}")
         need(self.encoder in ENCODERS, "encoder", f"one of {ENCODERS}")
+        need(self.repeat_pointer is not True or self.item_loss == "softmax", "repeat_pointer",
+             "needs item_loss='softmax' (the mixture needs the catalog softmax's normaliser)")
+
+    @property
+    def uses_repeat_pointer(self) -> bool:
+        """Whether the model has the repeat pointer (`repeat_pointer`, None resolved)."""
+        if self.repeat_pointer is None:
+            return self.item_loss == "softmax"
+        return bool(self.repeat_pointer)
 
     @property
     def ccr_view_events(self) -> int:

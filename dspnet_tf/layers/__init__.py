@@ -6,6 +6,7 @@ from dspnet_tf.layers.discriminator import PriorDiscriminator
 from dspnet_tf.layers.gru_encoder import GRUSequenceEncoder
 from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
 from dspnet_tf.layers.prediction_head import PredictionHead, score_all
+from dspnet_tf.layers.repeat_pointer import RepeatPointer
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
 from dspnet_tf.layers.transformer_block import TransformerBlock
 
@@ -15,6 +16,7 @@ __all__ = [
     "JointSequenceAugmenter",
     "PredictionHead",
     "PriorDiscriminator",
+    "RepeatPointer",
     "SequenceEncoder",
     "SequenceFeatureEnhancement",
     "TransformerBlock",

@@ -15,6 +15,11 @@ from dspnet_tf.layers.discriminator import PriorDiscriminator
 from dspnet_tf.layers.gru_encoder import GRUSequenceEncoder
 from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
 from dspnet_tf.layers.prediction_head import PredictionHead, score_all
+from dspnet_tf.layers.repeat_pointer import (
+    RepeatPointer,
+    mixture_log_probs,
+    target_log_likelihood,
+)
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
 from dspnet_tf.losses.adversarial import (
     discriminator_accuracy,
@@ -119,6 +124,11 @@ class DSPnet(tf.keras.Model):
             name="item_head",
         )
         self.scene_head = PredictionHead(c.scene_dim, name="scene_head")
+        self.repeat_pointer = (
+            RepeatPointer(c.item_dim, c.max_len, name="repeat_pointer")
+            if c.uses_repeat_pointer
+            else None
+        )
         self.augmenter = (
             JointSequenceAugmenter(
                 c.item_vocab_size, c.scene_vocab_size, c.augment_crop_ratio,
@@ -266,11 +276,31 @@ class DSPnet(tf.keras.Model):
     ) -> Dict[str, tf.Tensor]:
         """Next-item logits [B, item_vocab_size] and next-scene logits [B, scene_vocab_size]."""
         items, scenes, target = self._prepare(inputs)
-        z = self.encode(items, scenes, training=training)["z"][:, -1]
-        return {
-            "item_logits": self.item_logits(z, target),
-            "scene_logits": self.scene_logits(z),
-        }
+        encoded = self.encode(items, scenes, training=training)
+        z = encoded["z"][:, -1]
+        if self.repeat_pointer is None:
+            item_logits = self.item_logits(z, target)
+        else:
+            query = self.item_head(z, target)
+            item_logits = mixture_log_probs(
+                score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size),
+                items, *self._point(query[:, tf.newaxis], encoded, squeeze=True))
+        return {"item_logits": item_logits, "scene_logits": self.scene_logits(z)}
+
+    def _point(self, query: tf.Tensor, encoded: Mapping[str, tf.Tensor],
+               squeeze: bool = False) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The repeat pointer's gate and weights for queries [B, Q, d] over `encode`'s output.
+
+        Its keys are the fused states, with the scene network's states beside them when there is
+        one (which earlier events the next scene returns to depends on where they happened).
+        """
+        keys = encoded["z"]
+        if encoded["scene_states"] is not None:
+            keys = tf.concat([keys, encoded["scene_states"]], axis=-1)
+        log_gate, log_keep, log_pointer = self.repeat_pointer(query, keys, encoded["valid"])
+        if squeeze:
+            return log_gate[:, 0], log_keep[:, 0], log_pointer[:, 0]
+        return log_gate, log_keep, log_pointer
 
     def user_representation(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """The fused representation z of each history's last event, [B, item_dim] (inference).
@@ -405,6 +435,12 @@ class DSPnet(tf.keras.Model):
             item_loss = sampled_bce_loss(
                 positive, negative, weights, negatives_ids != next_items[..., tf.newaxis]
             )
+        elif self.repeat_pointer is not None:
+            log_likelihood = target_log_likelihood(
+                score_all(query, table, c.item_vocab_size), next_items, items,
+                *self._point(query, encoded))
+            item_loss = tf.math.divide_no_nan(-tf.reduce_sum(log_likelihood * weights),
+                                              tf.reduce_sum(weights))
         else:
             logits = score_all(query, table, c.item_vocab_size)
             item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
@@ -524,18 +560,27 @@ class DSPnet(tf.keras.Model):
         c = self.dspnet_config
         next_items, next_scenes, weights = self._next_event_targets(items, scenes, tf.float32)
         # As in training: the inputs without the last event, which is only a target.
-        z = self.encode(items[:, :-1], scenes[:, :-1], training=False)["z"]
+        encoded = self.encode(items[:, :-1], scenes[:, :-1], training=False)
+        z = encoded["z"]
         weights = tf.cast(weights, z.dtype)
         query = self.item_head(z)
         item_logits = score_all(query, self.item_encoder.embeddings, c.item_vocab_size)
         scene_logits = self.scene_logits(z)
-        self._eval_trackers["item_loss"].update_state(
-            masked_softmax_cross_entropy(item_logits, next_items, weights)
-        )
+        last_logits, last_item = item_logits[:, -1], next_items[:, -1]
+        if self.repeat_pointer is None:
+            item_loss = masked_softmax_cross_entropy(item_logits, next_items, weights)
+        else:
+            pointer = self._point(query, encoded)
+            item_loss = tf.math.divide_no_nan(
+                -tf.reduce_sum(target_log_likelihood(item_logits, next_items, items[:, :-1],
+                                                     *pointer) * weights),
+                tf.reduce_sum(weights))
+            last_logits = mixture_log_probs(last_logits, items[:, :-1],
+                                            *(part[:, -1] for part in pointer))
+        self._eval_trackers["item_loss"].update_state(item_loss)
         self._eval_trackers["scene_loss"].update_state(
             masked_softmax_cross_entropy(scene_logits, next_scenes, weights)
         )
-        last_logits, last_item = item_logits[:, -1], next_items[:, -1]
         has_target = weights[:, -1] > 0
         rank = tf.boolean_mask(pessimistic_rank(last_logits, last_item), has_target)
         self._eval_trackers["hr_at_10"].update_state(hit_rate(rank, 10))

@@ -24,7 +24,7 @@ def base_config(**changes):
 
 def test_baseline_configs_switch_off_the_scene_network_and_regularisers():
     for name in BASELINES:
-        config = base_config().as_baseline(name)
+        config = base_config(item_loss="softmax").as_baseline(name)
         assert not config.use_scene_network and not config.use_ccr and not config.use_adversarial
     assert base_config().as_baseline("sasrec_scene").scene_attribute
     assert base_config().as_baseline("gru4rec").encoder == "gru"

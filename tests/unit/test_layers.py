@@ -25,6 +25,7 @@ LAYERS = {
     "JointSequenceAugmenter": lambda: layers.JointSequenceAugmenter(20, 5, 0.5, 0.2, 0.4),
     "ContextWeighting": lambda: layers.ContextWeighting(4, 0.3),
     "PriorDiscriminator": lambda: layers.PriorDiscriminator(16),
+    "RepeatPointer": lambda: layers.RepeatPointer(key_dim=8, max_len=6),
 }
 
 
@@ -45,6 +46,10 @@ def _call(name, layer):
         return layer(FIXED_ITEMS, FIXED_SCENES, seed=tf.constant([1, 2]))
     if name == "ContextWeighting":
         return layer(tf.ones([3, 8]))
+    if name == "RepeatPointer":
+        return layer(tf.reshape(tf.range(48, dtype=tf.float32) / 48.0, [2, 6, 4]),
+                     tf.reshape(tf.range(60, dtype=tf.float32) / 60.0, [2, 6, 5]),
+                     FIXED_ITEMS > 0)[2]
     return layer(tf.ones([3, 8]))
 
 
