@@ -176,12 +176,17 @@ def main(argv=None) -> int:
                "throughput_ratio": g["throughput_rps"] / p["throughput_rps"]}
               for g, p in zip(results["grpc"], results["in_process"])]
     batch1 = ratios[0] if levels[0] == 1 else None
+    # The best ratio any server on this transport could reach at batch 1: the model's own time
+    # plus a round trip that runs nothing, over the model's time (the handler assumed free).
+    floor = ((results["in_process"][0]["p50_ms"] + status_p50) / results["in_process"][0]["p50_ms"]
+             if batch1 else None)
     report = {
         "model": model_dir, "history_length": max_len, "batch_size": 1,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "tensorflow": tf.__version__},
         "intra_op_threads": args.intra_op_threads, "rounds": args.rounds,
         "grpc_round_trip_without_model_p50_ms": status_p50,
+        "transport_floor_p50_ratio_at_1_client": floor,
         "results": results, "ratios": ratios,
         "targets": {"grpc_p50_over_in_process_at_1_client": {
                         "target": 1.3, "measured": batch1["p50_ratio"] if batch1 else None},
@@ -195,6 +200,8 @@ def main(argv=None) -> int:
              f"TensorFlow intra-op threads: {args.intra_op_threads or 'default'} (both paths); "
              f"the paths alternate in {args.rounds} rounds per concurrency level. "
              f"A gRPC round trip that runs no model (GetModelStatus): p50 {status_p50:.2f} ms.",
+             *([f"So no server on this transport can beat a batch-1 p50 ratio of {floor:.2f} "
+                "((in-process p50 + that round trip) / in-process p50)."] if floor else []),
              "",
              "| clients | path | p50 ms | p99 ms | req/s |", "|---|---|---|---|---|"]
     for clients_index, clients in enumerate(levels):

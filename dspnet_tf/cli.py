@@ -510,8 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "the oracle row and allows the misalignment sweep")
     quality.add_argument("--models", default="dspnet,sasrec,sasrec_scene,gru4rec,bert4rec,most_popular",
                          help="comma-separated main-table models: dspnet, sasrec, sasrec_scene, "
-                              "gru4rec, bert4rec, most_popular, dspnet_<ablation> "
-                              "(default: %(default)s)")
+                              "gru4rec, bert4rec, most_popular, dspnet_<ablation>, and the extra "
+                              "baselines gru4rec_scene and sasrec_repeat (SASRec with DSPnet's "
+                              "repeat pointer); '' for none (default: %(default)s)")
     quality.add_argument("--studies", default="ablations,prior,misalignment",
                          help="comma-separated studies run with the first seed: ablations, "
                               "prior, misalignment; '' for none (default: %(default)s)")

@@ -61,6 +61,9 @@ class DSPnet(tf.keras.Model):
     the z of an augmented copy of their recent history (by default; or two augmented copies),
     with users of a similar scene context as weighted soft positives, and an adversarial prior
     term that makes z look like samples of a chosen prior (a stand-in for the ELBO's KL term).
+    With the full-softmax item loss (our extension, `repeat_pointer`) the next-item
+    distribution also mixes in a pointer over the user's own history (`RepeatPointer`), whose
+    keys carry the scene network's states: returns to earlier items, across scenes.
 
     Inputs are dicts `{"item_ids": [B, L], "scene_ids": [B, L]}` of ints, left padded with 0,
     most recent event last; `"target_scene": [B]` is optional (target-scene conditioning).
@@ -274,7 +277,11 @@ class DSPnet(tf.keras.Model):
     def call(
         self, inputs: Mapping[str, tf.Tensor], training: Optional[bool] = None
     ) -> Dict[str, tf.Tensor]:
-        """Next-item logits [B, item_vocab_size] and next-scene logits [B, scene_vocab_size]."""
+        """Next-item scores [B, item_vocab_size] and next-scene logits [B, scene_vocab_size].
+
+        The item scores are logits, or with the repeat pointer the mixture's log-probabilities
+        (either way a softmax of them is the predicted distribution).
+        """
         items, scenes, target = self._prepare(inputs)
         encoded = self.encode(items, scenes, training=training)
         z = encoded["z"][:, -1]
@@ -312,7 +319,10 @@ class DSPnet(tf.keras.Model):
         return self.encode(items, scenes, training=False)["z"][:, -1]
 
     def item_logits(self, z: tf.Tensor, target_scene: Optional[tf.Tensor] = None) -> tf.Tensor:
-        """Scores of every item (padding id 0 excluded) from representations z [..., d_v]."""
+        """Catalog logits of every item (padding id 0 excluded) from representations z [..., d_v].
+
+        The tied-embedding part alone: with the repeat pointer, `call` mixes in the history.
+        """
         query = self.item_head(z, target_scene)
         return score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size)
 

@@ -79,15 +79,18 @@ def test_a_scene_history_of_another_length_is_refused(loaded):
         loaded.signatures["serving_default"](examples=tf.constant([bad.SerializeToString()]))
 
 
-def test_the_export_serves_the_trained_weights(tmp_path):
-    """Served scores equal the Keras model's own logits for the same history (weights travel)."""
+@pytest.mark.parametrize("item_loss", ["sampled_bce", "softmax"])  # softmax: repeat pointer on
+def test_the_export_serves_the_trained_weights(tmp_path, item_loss):
+    """Served scores equal the Keras model's own scores for the same history (weights travel)."""
     from dspnet_tf import DSPnet, DSPnetConfig
     from dspnet_tf.export import export_serving_model, make_history_example
 
     items = ["", "<oov>"] + [f"sku{i}" for i in range(30)]
     scenes = ["", "<oov>", "feed", "search", "live"]
     model = DSPnet(DSPnetConfig(item_vocab_size=len(items), scene_vocab_size=len(scenes),
-                                max_len=6, item_dim=16, scene_dim=8, dropout=0.0, seed=4))
+                                max_len=6, item_dim=16, scene_dim=8, dropout=0.0, seed=4,
+                                item_loss=item_loss))
+    assert model.dspnet_config.uses_repeat_pointer == (item_loss == "softmax")
     history = {"item_ids": tf.constant([[0, 0, 5, 9, 3, 7]]),
                "scene_ids": tf.constant([[0, 0, 2, 3, 2, 4]])}
     logits = model(history)["item_logits"].numpy()[0, 2:]
