@@ -40,6 +40,17 @@ def sampled_bce_loss(
     return _weighted_mean(positive_term + tf.reduce_sum(negative_terms, axis=-1), weights)
 
 
+def masked_negative_log_likelihood(log_likelihood: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """-log p(target) averaged over weighted positions, for models that compute log p themselves
+    (the repeat pointer's mixture).
+
+    Args:
+      log_likelihood: [...] log-probability of the true target at each position.
+      weights: [...] 1 for positions that count, 0 for padding.
+    """
+    return _weighted_mean(-log_likelihood, weights)
+
+
 def masked_softmax_cross_entropy(
     logits: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor
 ) -> tf.Tensor:

@@ -28,7 +28,11 @@ from dspnet_tf.losses.adversarial import (
     sample_prior,
 )
 from dspnet_tf.losses.contrastive import conditional_info_nce
-from dspnet_tf.losses.next_event import masked_softmax_cross_entropy, sampled_bce_loss
+from dspnet_tf.losses.next_event import (
+    masked_negative_log_likelihood,
+    masked_softmax_cross_entropy,
+    sampled_bce_loss,
+)
 from dspnet_tf.optimizers import build_optimizer
 
 ITEM_IDS = "item_ids"
@@ -446,11 +450,9 @@ class DSPnet(tf.keras.Model):
                 positive, negative, weights, negatives_ids != next_items[..., tf.newaxis]
             )
         elif self.repeat_pointer is not None:
-            log_likelihood = target_log_likelihood(
+            item_loss = masked_negative_log_likelihood(target_log_likelihood(
                 score_all(query, table, c.item_vocab_size), next_items, items,
-                *self._point(query, encoded))
-            item_loss = tf.math.divide_no_nan(-tf.reduce_sum(log_likelihood * weights),
-                                              tf.reduce_sum(weights))
+                *self._point(query, encoded)), weights)
         else:
             logits = score_all(query, table, c.item_vocab_size)
             item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
@@ -581,10 +583,8 @@ class DSPnet(tf.keras.Model):
             item_loss = masked_softmax_cross_entropy(item_logits, next_items, weights)
         else:
             pointer = self._point(query, encoded)
-            item_loss = tf.math.divide_no_nan(
-                -tf.reduce_sum(target_log_likelihood(item_logits, next_items, items[:, :-1],
-                                                     *pointer) * weights),
-                tf.reduce_sum(weights))
+            item_loss = masked_negative_log_likelihood(target_log_likelihood(
+                item_logits, next_items, items[:, :-1], *pointer), weights)
             last_logits = mixture_log_probs(last_logits, items[:, :-1],
                                             *(part[:, -1] for part in pointer))
         self._eval_trackers["item_loss"].update_state(item_loss)

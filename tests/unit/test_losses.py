@@ -49,6 +49,10 @@ def test_masked_softmax_cross_entropy_matches_numpy(classes):
     expected = (per * w).sum() / w.sum()
     got = losses.masked_softmax_cross_entropy(tf.constant(logits), tf.constant(labels), tf.constant(w))
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+    # The same mean from log p(target) computed elsewhere (the repeat pointer's mixture).
+    target_logp = np.take_along_axis(logp, labels[..., None], -1)[..., 0]
+    nll = losses.masked_negative_log_likelihood(tf.constant(target_logp), tf.constant(w))
+    np.testing.assert_allclose(nll.numpy(), expected, rtol=1e-10)
 
 
 def test_losses_with_no_real_position_are_zero_not_nan():
