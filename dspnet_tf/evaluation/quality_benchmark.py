@@ -24,9 +24,10 @@ from dspnet_tf.evaluation.ranking import ranking_metrics
 REPORTED = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "scene_acc@1",
             "scene_ndcg@3")
 MAIN_MODELS = ("dspnet", "sasrec", "sasrec_scene", "gru4rec", "bert4rec", "most_popular")
-# The five ablations of dspnet-method.md, and our repeat pointer's. config.ABLATIONS also has SFE depths 1 and 3 and CCR
-# with two encoded augmented views (`dspnet_ccr_augmented`, the method's first design): those
-# run when named in --models, and stay out of the default study to keep it within the hour.
+# The five ablations of dspnet-method.md, and our repeat pointer's. config.ABLATIONS also has
+# SFE depths 1 and 3 and CCR with two encoded augmented views (`dspnet_ccr_augmented`, the
+# method's first design): those run when named in --models, and stay out of the default study
+# to keep it short.
 ABLATION_MODELS = ("dspnet_no_scene", "dspnet_no_sfe", "dspnet_no_ccr", "dspnet_ccr_uniform",
                    "dspnet_no_adv", "dspnet_no_repeat")
 PRIOR_MODELS = tuple(f"dspnet_prior_{p}" for p in PRIORS if p != "gaussian")

@@ -289,13 +289,12 @@ class DSPnet(tf.keras.Model):
         items, scenes, target = self._prepare(inputs)
         encoded = self.encode(items, scenes, training=training)
         z = encoded["z"][:, -1]
-        if self.repeat_pointer is None:
-            item_logits = self.item_logits(z, target)
-        else:
-            query = self.item_head(z, target)
+        query = self.item_head(z, target)
+        item_logits = score_all(query, self.item_encoder.embeddings,
+                                self.dspnet_config.item_vocab_size)
+        if self.repeat_pointer is not None:
             item_logits = mixture_log_probs(
-                score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size),
-                items, *self._point(query[:, tf.newaxis], encoded, squeeze=True))
+                item_logits, items, *self._point(query[:, tf.newaxis], encoded, squeeze=True))
         return {"item_logits": item_logits, "scene_logits": self.scene_logits(z)}
 
     def _point(self, query: tf.Tensor, encoded: Mapping[str, tf.Tensor],
@@ -449,13 +448,13 @@ class DSPnet(tf.keras.Model):
             item_loss = sampled_bce_loss(
                 positive, negative, weights, negatives_ids != next_items[..., tf.newaxis]
             )
-        elif self.repeat_pointer is not None:
-            item_loss = masked_negative_log_likelihood(target_log_likelihood(
-                score_all(query, table, c.item_vocab_size), next_items, items,
-                *self._point(query, encoded)), weights)
         else:
             logits = score_all(query, table, c.item_vocab_size)
-            item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
+            if self.repeat_pointer is None:
+                item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
+            else:
+                item_loss = masked_negative_log_likelihood(target_log_likelihood(
+                    logits, next_items, items, *self._point(query, encoded)), weights)
         scene_loss = masked_softmax_cross_entropy(self.scene_logits(z_in), next_scenes, weights)
         total = item_loss + c.alpha * scene_loss
         losses = {"item_loss": item_loss, "scene_loss": scene_loss}
