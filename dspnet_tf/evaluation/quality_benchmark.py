@@ -252,12 +252,18 @@ def run_quality_benchmark(
     split = leave_one_out(load_benchmark_data(data, max_users))
 
     plan: List[Tuple[str, Sequence[str], Sequence[int]]] = [("main", list(models), list(seeds))]
+    # Each study compares against the full model: it trains `dspnet` itself when the main
+    # table does not (e.g. `--models most_popular --studies ablations`).
     if "ablations" in studies:
-        plan.append(("ablations", list(ABLATION_MODELS), study_seeds))
+        plan.append(("ablations", ["dspnet", *ABLATION_MODELS], study_seeds))
     if "prior" in studies:
-        plan.append(("prior", list(PRIOR_MODELS), study_seeds))
+        plan.append(("prior", ["dspnet", *PRIOR_MODELS], study_seeds))
     sweep_models = ("dspnet", "sasrec")
-    total = sum(len(m) * len(s) for _, m, s in plan)
+    planned: Dict[str, int] = {}  # model -> seeds; a model runs in the first plan that has it
+    for _, plan_models, plan_seeds in plan:
+        for name in plan_models:
+            planned.setdefault(name, len(plan_seeds))
+    total = sum(planned.values())
     if "misalignment" in studies:
         total += len(misalignments) * len(sweep_models) * len(study_seeds)
 

@@ -82,6 +82,23 @@ def test_studies_write_ablations_prior_and_a_paired_misalignment_sweep(world_dir
         assert (tmp_path / plot).stat().st_size > 1000
 
 
+def test_a_study_trains_its_reference_model_when_the_main_table_does_not(world_dir, tmp_path):
+    # A study's table compares against the full model; without `dspnet` among the main models
+    # the run used to train every study model and then fail while writing results.md.
+    finished = []
+    run_quality_benchmark(str(world_dir), str(tmp_path), models=["most_popular"], seeds=[0],
+                          epochs=1, patience=1, batch_size=32, overrides=TINY, studies=["prior"],
+                          progress=finished.append)
+    assert [line.split(":")[1].strip() for line in finished] == [
+        "most_popular seed 0", "dspnet seed 0", "dspnet_prior_laplace seed 0",
+        "dspnet_prior_mixture seed 0"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["studies"]["prior"] == ["dspnet", "dspnet_prior_laplace", "dspnet_prior_mixture"]
+    markdown = (tmp_path / "results.md").read_text()
+    prior_table = markdown.split("## Prior sensitivity")[1].split("## Training time")[0]
+    assert prior_table.count("| dspnet") == 3
+
+
 def test_a_sweep_needs_a_scene_world(tmp_path):
     log = tmp_path / "events.csv"
     log.write_text("user_id,item_id,scene,timestamp\n" + "".join(
