@@ -252,18 +252,15 @@ def run_quality_benchmark(
     split = leave_one_out(load_benchmark_data(data, max_users))
 
     plan: List[Tuple[str, Sequence[str], Sequence[int]]] = [("main", list(models), list(seeds))]
-    # Each study compares against the full model: it trains `dspnet` itself when the main
-    # table does not (e.g. `--models most_popular --studies ablations`).
-    if "ablations" in studies:
-        plan.append(("ablations", ["dspnet", *ABLATION_MODELS], study_seeds))
-    if "prior" in studies:
-        plan.append(("prior", ["dspnet", *PRIOR_MODELS], study_seeds))
+    for study, study_models in (("ablations", ABLATION_MODELS), ("prior", PRIOR_MODELS)):
+        if study in studies:
+            # Each study compares against the full model: it trains `dspnet` itself unless the
+            # main table does (then it reuses the main table's dspnet runs of the same seeds).
+            planned = {name for _, plan_models, _ in plan for name in plan_models}
+            plan.append((study, [m for m in ("dspnet", *study_models) if m not in planned],
+                         study_seeds))
     sweep_models = ("dspnet", "sasrec")
-    planned: Dict[str, int] = {}  # model -> seeds; a model runs in the first plan that has it
-    for _, plan_models, plan_seeds in plan:
-        for name in plan_models:
-            planned.setdefault(name, len(plan_seeds))
-    total = sum(planned.values())
+    total = sum(len(m) * len(s) for _, m, s in plan)
     if "misalignment" in studies:
         total += len(misalignments) * len(sweep_models) * len(study_seeds)
 
@@ -273,9 +270,7 @@ def run_quality_benchmark(
         curves: Dict[str, List[List[float]]] = {}
         timing: Dict[str, List[Dict[str, float]]] = {}
         for label, plan_models, plan_seeds in plan:
-            # The studies reuse the main table's dspnet runs of the same seeds.
-            todo = [m for m in plan_models if m not in per_user]
-            out = runner.run(label, split, todo, plan_seeds)
+            out = runner.run(label, split, plan_models, plan_seeds)
             per_user.update(out["per_user"])
             curves.update(out["curves"])
             timing.update(out["timing"])

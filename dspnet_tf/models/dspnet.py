@@ -290,8 +290,7 @@ class DSPnet(tf.keras.Model):
         encoded = self.encode(items, scenes, training=training)
         z = encoded["z"][:, -1]
         query = self.item_head(z, target)
-        item_logits = score_all(query, self.item_encoder.embeddings,
-                                self.dspnet_config.item_vocab_size)
+        item_logits = self._score_catalog(query)
         if self.repeat_pointer is not None:
             item_logits = mixture_log_probs(
                 item_logits, items, *self._point(query[:, tf.newaxis], encoded, squeeze=True))
@@ -326,7 +325,10 @@ class DSPnet(tf.keras.Model):
 
         The tied-embedding part alone: with the repeat pointer, `call` mixes in the history.
         """
-        query = self.item_head(z, target_scene)
+        return self._score_catalog(self.item_head(z, target_scene))
+
+    def _score_catalog(self, query: tf.Tensor) -> tf.Tensor:
+        """Tied-embedding logits of every item for item-head queries [..., d_v]."""
         return score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size)
 
     def scene_logits(self, z: tf.Tensor) -> tf.Tensor:
@@ -449,7 +451,7 @@ class DSPnet(tf.keras.Model):
                 positive, negative, weights, negatives_ids != next_items[..., tf.newaxis]
             )
         else:
-            logits = score_all(query, table, c.item_vocab_size)
+            logits = self._score_catalog(query)
             if self.repeat_pointer is None:
                 item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
             else:
@@ -568,14 +570,13 @@ class DSPnet(tf.keras.Model):
         """
         features, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
         items, scenes, _ = self._prepare(features, with_targets=True)
-        c = self.dspnet_config
         next_items, next_scenes, weights = self._next_event_targets(items, scenes, tf.float32)
         # As in training: the inputs without the last event, which is only a target.
         encoded = self.encode(items[:, :-1], scenes[:, :-1], training=False)
         z = encoded["z"]
         weights = tf.cast(weights, z.dtype)
         query = self.item_head(z)
-        item_logits = score_all(query, self.item_encoder.embeddings, c.item_vocab_size)
+        item_logits = self._score_catalog(query)
         scene_logits = self.scene_logits(z)
         last_logits, last_item = item_logits[:, -1], next_items[:, -1]
         if self.repeat_pointer is None:
