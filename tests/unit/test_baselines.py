@@ -8,7 +8,9 @@ from dspnet_tf import BASELINES, ConfigError, DSPnet, DSPnetConfig
 from dspnet_tf.data.event_log import EventLog
 from dspnet_tf.data.splits import leave_one_out
 from dspnet_tf.evaluation import rank_last_events
+from dspnet_tf.data.sequences import left_pad
 from dspnet_tf.layers import GRUSequenceEncoder
+from dspnet_tf.models import BERT4Rec
 from dspnet_tf.models.most_popular import MostPopular
 from dspnet_tf.training import fit_with_early_stopping
 
@@ -81,6 +83,28 @@ def test_most_popular_ranks_by_training_frequency_with_pessimistic_ties():
     # Item 3 (3 times) ranks 1; 2 and 4 tie at rank 3 (pessimistic); unseen 1 and 5 tie at 5.
     np.testing.assert_array_equal(ranks["item_rank"], [1, 3, 5])
     np.testing.assert_array_equal(ranks["scene_rank"], [2, 1, 2])
+
+
+@pytest.mark.parametrize("name", ["dspnet", "sasrec", "sasrec_scene", "sasrec_repeat",
+                                  "gru4rec", "bert4rec"])
+def test_scoring_in_length_sorted_batches_equals_scoring_each_history_padded_to_max_len(name):
+    # Known answer: each user's ranks from the logits of its own history left padded to
+    # max_len. rank_last_events batches users by history length and pads a batch only to its
+    # longest history; histories longer than max_len (users 0-2) keep their last max_len events.
+    config = base_config(item_loss="softmax")
+    config = config if name == "dspnet" else config.as_baseline(
+        "sasrec" if name == "bert4rec" else name)
+    model = BERT4Rec(config) if name == "bert4rec" else DSPnet(config)
+    lengths = [12, 9, 7, 2, 3, 5, 2, 4, 6, 3]
+    sequences_i = [list(RNG.integers(2, 25, size=n)) for n in lengths]
+    sequences_s = [list(RNG.integers(2, 6, size=n)) for n in lengths]
+    ranks = rank_last_events(model, sequences_i, sequences_s, max_len=6, batch_size=3)
+    for user, (seq_i, seq_s) in enumerate(zip(sequences_i, sequences_s)):
+        out = model({"item_ids": left_pad([seq_i[:-1]], 6), "scene_ids": left_pad([seq_s[:-1]], 6)},
+                    training=False)
+        for key, logits, target in (("item_rank", out["item_logits"].numpy()[0], seq_i[-1]),
+                                    ("scene_rank", out["scene_logits"].numpy()[0], seq_s[-1])):
+            assert ranks[key][user] == (logits >= logits[target]).sum(), (name, user, key)
 
 
 def test_rank_last_events_in_a_graph_equals_the_eager_ranks_and_traces_once():
