@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from dspnet_tf import BASELINES, ConfigError, DSPnet, DSPnetConfig
 from dspnet_tf.data.event_log import EventLog
+from dspnet_tf.data.sequences import left_pad
 from dspnet_tf.data.splits import leave_one_out
 from dspnet_tf.evaluation import rank_last_events
-from dspnet_tf.data.sequences import left_pad
 from dspnet_tf.layers import GRUSequenceEncoder
 from dspnet_tf.models import BERT4Rec
 from dspnet_tf.models.most_popular import MostPopular
@@ -90,7 +90,8 @@ def test_most_popular_ranks_by_training_frequency_with_pessimistic_ties():
 def test_scoring_in_length_sorted_batches_equals_scoring_each_history_padded_to_max_len(name):
     # Known answer: each user's ranks from the logits of its own history left padded to
     # max_len. rank_last_events batches users by history length and pads a batch only to its
-    # longest history; histories longer than max_len (users 0-2) keep their last max_len events.
+    # longest history; histories longer than max_len (users 0 and 1; user 2's is exactly
+    # max_len) keep their last max_len events.
     config = base_config(item_loss="softmax")
     config = config if name == "dspnet" else config.as_baseline(
         "sasrec" if name == "bert4rec" else name)
