@@ -382,7 +382,10 @@ def _write_markdown(results: Dict[str, Any], path: str) -> None:
     for title, names in (("Ablations", studies["ablations"]), ("Prior sensitivity", studies["prior"])):
         if names:
             lines += ["", f"## {title} (seeds {studies['seeds']})", ""]
-            lines += table(["dspnet", *[n for n in names if n != "dspnet"]])
+            # The reference row only when dspnet ran (an ablation named alone in --models
+            # has no study around it).
+            lines += table([n for n in dict.fromkeys(["dspnet", *names])
+                            if n in results["models"]])
     sweep = studies["misalignment"]
     if sweep:
         lines += ["", f"## Misalignment sweep ({sweep['users']} users per world, seeds "

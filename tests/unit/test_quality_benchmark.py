@@ -99,6 +99,18 @@ def test_a_study_trains_its_reference_model_when_the_main_table_does_not(world_d
     assert prior_table.count("| dspnet") == 3
 
 
+def test_an_ablation_named_alone_writes_its_report_without_the_reference_model(world_dir,
+                                                                            tmp_path):
+    # `--models dspnet_no_adv --studies ""` used to train the model, write results.json, and
+    # then fail writing results.md, whose ablation table always began with a dspnet row.
+    run_quality_benchmark(str(world_dir), str(tmp_path), models=["dspnet_no_adv"], seeds=[0],
+                          epochs=1, patience=1, batch_size=32, overrides=TINY, studies=[])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert list(saved["models"]) == ["dspnet_no_adv"]
+    ablation_table = (tmp_path / "results.md").read_text().split("## Ablations")[1]
+    assert "| dspnet_no_adv |" in ablation_table and "| dspnet |" not in ablation_table
+
+
 def test_a_sweep_needs_a_scene_world(tmp_path):
     log = tmp_path / "events.csv"
     log.write_text("user_id,item_id,scene,timestamp\n" + "".join(
