@@ -1,5 +1,7 @@
 """Baselines built from the library's layers, most-popular, and the early-stopping loop."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +11,7 @@ from dspnet_tf.data.event_log import EventLog
 from dspnet_tf.data.sequences import left_pad
 from dspnet_tf.data.splits import leave_one_out
 from dspnet_tf.evaluation import rank_last_events
+from dspnet_tf.evaluation.quality_benchmark import model_config
 from dspnet_tf.layers import GRUSequenceEncoder
 from dspnet_tf.models import BERT4Rec
 from dspnet_tf.models.most_popular import MostPopular
@@ -92,9 +95,11 @@ def test_scoring_in_length_sorted_batches_equals_scoring_each_history_padded_to_
     # max_len. rank_last_events batches users by history length and pads a batch only to its
     # longest history; histories longer than max_len (users 0 and 1; user 2's is exactly
     # max_len) keep their last max_len events.
-    config = base_config(item_loss="softmax")
-    config = config if name == "dspnet" else config.as_baseline(
-        "sasrec" if name == "bert4rec" else name)
+    # The benchmark's own name -> config mapping (bert4rec shares SASRec's widths).
+    base = base_config(item_loss="softmax").to_dict()
+    vocabularies = SimpleNamespace(item_vocab=range(base.pop("item_vocab_size")),
+                                   scene_vocab=range(base.pop("scene_vocab_size")))
+    config = model_config(name, vocabularies, base)
     model = BERT4Rec(config) if name == "bert4rec" else DSPnet(config)
     lengths = [12, 9, 7, 2, 3, 5, 2, 4, 6, 3]
     sequences_i = [list(RNG.integers(2, 25, size=n)) for n in lengths]
