@@ -18,7 +18,7 @@ V, S, L = 30, 6, 8
 def small_config(**changes):
     base = dict(item_vocab_size=V, scene_vocab_size=S, max_len=L, item_dim=8, scene_dim=4,
                 num_blocks=1, num_heads=2, dropout=0.0, sfe_hidden=12, ccr_context_dim=4,
-                discriminator_hidden=8, seed=1)
+                discriminator_hidden=8, seed=1, use_adversarial=True)  # the method's full model
     base.update(changes)
     return DSPnetConfig(**base)
 

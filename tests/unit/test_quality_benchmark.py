@@ -4,10 +4,16 @@ import json
 
 import pytest
 
-from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig
-from dspnet_tf.evaluation.quality_benchmark import oracle_ranks, run_quality_benchmark
 from dspnet_tf.data.event_log import read_event_log
+from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig
 from dspnet_tf.data.splits import leave_one_out
+from dspnet_tf.evaluation.quality_benchmark import (
+    ABLATION_MODELS,
+    PRIOR_MODELS,
+    model_config,
+    oracle_ranks,
+    run_quality_benchmark,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,7 @@ def test_studies_write_ablations_prior_and_a_paired_misalignment_sweep(world_dir
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     for name in ("dspnet_no_scene", "dspnet_no_sfe", "dspnet_no_ccr", "dspnet_ccr_uniform",
-                 "dspnet_no_adv", "dspnet_prior_laplace",
+                 "dspnet_adv", "dspnet_prior_laplace",
                  "dspnet_prior_mixture", "bert4rec"):
         assert 0 <= saved["models"][name]["ndcg@10"]["mean"] <= 1, name
     assert set(saved["comparisons"]) == {"sasrec", "bert4rec", "most_popular"}
@@ -90,25 +96,37 @@ def test_a_study_trains_its_reference_model_when_the_main_table_does_not(world_d
                           epochs=1, patience=1, batch_size=32, overrides=TINY, studies=["prior"],
                           progress=finished.append)
     assert [line.split(":")[1].strip() for line in finished] == [
-        "most_popular seed 0", "dspnet seed 0", "dspnet_prior_laplace seed 0",
-        "dspnet_prior_mixture seed 0"]
+        "most_popular seed 0", "dspnet seed 0", "dspnet_adv seed 0",
+        "dspnet_prior_laplace seed 0", "dspnet_prior_mixture seed 0"]
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["studies"]["prior"] == ["dspnet", "dspnet_prior_laplace", "dspnet_prior_mixture"]
+    assert saved["studies"]["prior"] == ["dspnet", "dspnet_adv", "dspnet_prior_laplace",
+                                         "dspnet_prior_mixture"]
     markdown = (tmp_path / "results.md").read_text()
     prior_table = markdown.split("## Prior sensitivity")[1].split("## Training time")[0]
-    assert prior_table.count("| dspnet") == 3
+    assert prior_table.count("| dspnet") == 4
 
 
 def test_an_ablation_named_alone_writes_its_report_without_the_reference_model(world_dir,
                                                                             tmp_path):
-    # `--models dspnet_no_adv --studies ""` used to train the model, write results.json, and
-    # then fail writing results.md, whose ablation table always began with a dspnet row.
-    run_quality_benchmark(str(world_dir), str(tmp_path), models=["dspnet_no_adv"], seeds=[0],
+    # An ablation named alone (`--models dspnet_adv --studies ""`) used to train the model,
+    # write results.json, and then fail writing results.md, whose ablation table always began
+    # with a dspnet row.
+    run_quality_benchmark(str(world_dir), str(tmp_path), models=["dspnet_adv"], seeds=[0],
                           epochs=1, patience=1, batch_size=32, overrides=TINY, studies=[])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert list(saved["models"]) == ["dspnet_no_adv"]
+    assert list(saved["models"]) == ["dspnet_adv"]
     ablation_table = (tmp_path / "results.md").read_text().split("## Ablations")[1]
-    assert "| dspnet_no_adv |" in ablation_table and "| dspnet |" not in ablation_table
+    assert "| dspnet_adv |" in ablation_table and "| dspnet |" not in ablation_table
+
+
+def test_the_prior_is_off_in_dspnet_and_on_in_its_ablation_and_every_prior_study_model(
+        world_dir):
+    split = leave_one_out(read_event_log(str(world_dir / "events.csv")))
+    assert not model_config("dspnet", split, {}).use_adversarial
+    assert "dspnet_adv" in ABLATION_MODELS and "dspnet_no_adv" not in ABLATION_MODELS
+    priors = {name: model_config(name, split, {}) for name in PRIOR_MODELS}
+    assert all(config.use_adversarial for config in priors.values())
+    assert sorted(config.prior for config in priors.values()) == ["gaussian", "laplace", "mixture"]
 
 
 def test_a_sweep_needs_a_scene_world(tmp_path):
