@@ -32,8 +32,10 @@ def main(strategy_name: str, out: str) -> None:
     dataset = dataset.with_options(options)
     tf.keras.utils.set_random_seed(0)
     with strategy.scope():
+        # The prior on (off by default), so the discriminator's own step is checked too.
         model = DSPnet(DSPnetConfig(item_vocab_size=40, scene_vocab_size=6, max_len=LENGTH,
-                                    item_dim=16, scene_dim=4, num_blocks=1, dropout=0.0))
+                                    item_dim=16, scene_dim=4, num_blocks=1, dropout=0.0,
+                                    use_adversarial=True))
         # SGD, not Adam: Adam is invariant to the gradient's scale, so it would hide a step that
         # summed the replicas' gradients without dividing by their number.
         model.compile(optimizer=tf.keras.optimizers.SGD(0.5),
