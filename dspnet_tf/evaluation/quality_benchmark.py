@@ -54,7 +54,7 @@ def model_config(name: str, split: LeaveOneOutSplit, overrides: Dict[str, Any]) 
     if name in BASELINES:
         return base.as_baseline(name)
     if name.startswith("dspnet_prior_") and name[len("dspnet_prior_"):] in PRIORS:
-        return base.replace(prior=name[len("dspnet_prior_"):], use_adversarial=True)
+        return base.with_ablation("adv").replace(prior=name[len("dspnet_prior_"):])
     if name.startswith("dspnet_") and name[len("dspnet_"):] in ABLATIONS:
         return base.with_ablation(name[len("dspnet_"):])
     raise ValueError(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")
