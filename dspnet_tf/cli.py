@@ -131,7 +131,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     catalog by the model's own `evaluate_ranking` signature (HR@10, NDCG@10)."""
     from dspnet_tf.data.event_log import EventLogError, read_event_log  # pylint: disable=import-outside-toplevel
     from dspnet_tf.data.splits import leave_one_out  # pylint: disable=import-outside-toplevel
-    from dspnet_tf.evaluation.saved_model_scoring import history_examples, score_examples  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.evaluation.saved_model_scoring import (  # pylint: disable=import-outside-toplevel
+        history_examples,
+        score_examples,
+    )
 
     if not os.path.isfile(os.path.join(args.model, "saved_model.pb")):
         raise UserError(f"--model {args.model}: no saved_model.pb (give a version folder, e.g. "
@@ -267,7 +270,10 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
     and runs the studies (ablations, prior sensitivity, misalignment sweep); writes
     results.json, results.md and PNG plots."""
     from dspnet_tf.data.event_log import EventLogError  # pylint: disable=import-outside-toplevel
-    from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.evaluation.quality_benchmark import (  # pylint: disable=import-outside-toplevel
+        default_workers,
+        run_quality_benchmark,
+    )
 
     models = _split_list(args.models)
     studies = _split_list(args.studies)
@@ -279,8 +285,10 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("max_len", "item_dim", "scene_dim", "item_loss")
                  if getattr(args, k) is not None}
     sweep_users = min(args.sweep_users, 1000) if args.quick else args.sweep_users
+    workers = args.workers or default_workers()
     _stage(f"quality benchmark on {args.data}: {', '.join(models)} x {len(seeds)} seed(s), "
-           f"up to {epochs} epochs; studies: {', '.join(studies) or 'none'}")
+           f"up to {epochs} epochs; studies: {', '.join(studies) or 'none'}; "
+           f"{workers} run(s) at a time")
     try:
         run_quality_benchmark(
             args.data, args.out, models=models, seeds=seeds, epochs=epochs,
@@ -288,7 +296,7 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate, overrides=overrides,
             window_stride=args.window_stride, studies=studies,
             sweep_users=sweep_users, max_users=max_users, misalignments=misalignments,
-            progress=lambda line: print(f"    {line}", flush=True))
+            progress=lambda line: print(f"    {line}", flush=True), workers=workers)
     except (EventLogError, ValueError) as err:
         raise UserError(str(err)) from None
     _stage(f"wrote {os.path.join(args.out, 'results.md')}")
@@ -556,6 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stride of the training windows cut from histories longer than "
                               "--max-len; smaller = overlapping windows, more updates per epoch "
                               "(default: max-len - 1, every event a target once)")
+    quality.add_argument("--workers", type=_positive_int,
+                         help="runs trained at once, each in its own process with its share of "
+                              "the cores as TensorFlow threads; results do not depend on it. "
+                              "Use 1 to time models against each other: runs that share the "
+                              "machine report longer seconds per epoch (default: one per core, "
+                              "at most 4)")
     quality.add_argument("--out", required=True, help="output folder")
     quality.set_defaults(func=cmd_benchmark_quality)
 

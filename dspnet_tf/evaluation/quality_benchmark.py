@@ -9,7 +9,9 @@ of the oracle) and PNG plots.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -41,6 +43,9 @@ MISALIGNMENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MOVIELENS_NAMES = ("movielens-100k", "ml-100k")
 # A difference is "significant" below this p-value (Wilcoxon signed-rank, per-user NDCG@10).
 SIGNIFICANCE_LEVEL = 0.01
+# Default cap on runs trained at once: each worker holds its own model, split and TensorFlow
+# runtime (about 1-2 GiB on the default world).
+MAX_DEFAULT_WORKERS = 4
 
 
 def model_config(name: str, split: LeaveOneOutSplit, overrides: Dict[str, Any]) -> DSPnetConfig:
@@ -117,61 +122,153 @@ def paired_test(ours: np.ndarray, theirs: np.ndarray) -> Dict[str, float]:
             "ratio": float(np.mean(ours) / np.mean(theirs)) if np.mean(theirs) > 0 else float("nan")}
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not every OS has affinity masks
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Runs trained at once by default: one per usable core, at most `MAX_DEFAULT_WORKERS`."""
+    return max(1, min(usable_cores(), MAX_DEFAULT_WORKERS))
+
+
+def train_and_score(name: str, seed: int, split: LeaveOneOutSplit, settings: Dict[str, Any],
+                    on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """One run of the benchmark: trains `name` with `seed` and ranks the test targets.
+
+    The one implementation behind every run, in this process or in a worker process. Returns
+    plain data (picklable): per-user test metrics, the validation curve and the run's timing.
+    """
+    from dspnet_tf.evaluation.leave_one_out import rank_last_events  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.models import BERT4Rec  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.models.dspnet import DSPnet  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.models.most_popular import MostPopular  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.training import fit_with_early_stopping  # pylint: disable=import-outside-toplevel
+
+    started = time.time()
+    if name == "most_popular":
+        model = MostPopular(*split.train, len(split.item_vocab), len(split.scene_vocab))
+        max_len = int(settings["overrides"].get("max_len", 50))
+        ranks = rank_last_events(model, *split.test, max_len=max_len)
+        return {"per_user": _per_user(ranks), "curve": [], "wall_seconds": time.time() - started,
+                "timing": {"seconds_to_best": 0.0, "best_epoch": 0, "seconds_per_epoch": 0.0}}
+    result = fit_with_early_stopping(
+        model_config(name, split, settings["overrides"]), split, epochs=settings["epochs"],
+        patience=settings["patience"], batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"], seed=seed,
+        model_factory=BERT4Rec if name == "bert4rec" else DSPnet,
+        window_stride=settings.get("window_stride"), on_epoch=on_epoch)
+    history = result["history"]
+    return {
+        "per_user": _per_user(result["test_ranks"]),
+        "curve": [h["valid_ndcg@10"] for h in history],
+        "wall_seconds": time.time() - started,
+        "timing": {"seconds_to_best": result["seconds_to_best"],
+                   "best_epoch": result["best_epoch"],
+                   "seconds_per_epoch": history[-1]["seconds"] / len(history),
+                   "best_valid_ndcg@10": result["valid"]["valid_ndcg@10"]},
+    }
+
+
+def _start_worker(threads: int) -> None:
+    """Worker process set-up: TensorFlow's thread pools sized to the worker's share of cores."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    # Before the first op, or TensorFlow ignores them.
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+class _Runs:
+    """The (model, seed) runs of one split, submitted together and collected in their order."""
+
+    def __init__(self, label: str, models: Sequence[str], seeds: Sequence[int]) -> None:
+        self.label = label
+        self.keys = [(name, seed) for name in models for seed in seeds]
+        self.futures: Dict[Tuple[str, int], "concurrent.futures.Future[Dict[str, Any]]"] = {}
+
+
 class _Runner:
-    """Trains and scores (model, seed) runs on one split, one shared progress bar."""
+    """Trains and scores (model, seed) runs, one shared progress bar.
+
+    With `workers` > 1 the runs go to a pool of worker processes (each with its share of the
+    cores as TensorFlow threads) and train side by side. A run of these small models keeps
+    about 1.2 of 2 cores busy: much of a step is small ops and per-op overhead that a second
+    thread does not speed up (one run with 1 thread took 1.2 x as long as with 2), so two
+    single-threaded runs at once finish sooner than the same two runs one after the other.
+    Every run seeds itself (`fit_with_early_stopping`), so which worker trains it, and next to
+    what, does not change its result; its seconds do (it shares the machine).
+    """
 
     def __init__(self, settings: Dict[str, Any], bar: Any,
-                 progress: Optional[Callable[[str], None]]) -> None:
+                 progress: Optional[Callable[[str], None]], workers: int = 1) -> None:
         self.settings = settings
         self.bar = bar
         self.progress = progress
+        self.workers = int(workers)
+        self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
+        if self.workers > 1:
+            # "spawn": a forked child would inherit this process's TensorFlow runtime.
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(max(1, usable_cores() // self.workers),))
 
-    def run(self, label: str, split: LeaveOneOutSplit, models: Sequence[str],
-            seeds: Sequence[int]) -> Dict[str, Any]:
-        from dspnet_tf.evaluation.leave_one_out import rank_last_events  # pylint: disable=import-outside-toplevel
-        from dspnet_tf.models import BERT4Rec  # pylint: disable=import-outside-toplevel
-        from dspnet_tf.models.dspnet import DSPnet  # pylint: disable=import-outside-toplevel
-        from dspnet_tf.models.most_popular import MostPopular  # pylint: disable=import-outside-toplevel
-        from dspnet_tf.training import fit_with_early_stopping  # pylint: disable=import-outside-toplevel
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
 
-        s = self.settings
-        per_user: Dict[str, List[Dict[str, np.ndarray]]] = {m: [] for m in models}
-        curves: Dict[str, List[List[float]]] = {m: [] for m in models}
-        timing: Dict[str, List[Dict[str, float]]] = {m: [] for m in models}
-        for name in models:
-            for seed in seeds:
+    def submit(self, label: str, split: LeaveOneOutSplit, models: Sequence[str],
+               seeds: Sequence[int]) -> _Runs:
+        """Starts the runs (in this process they run now; in the pool they are queued)."""
+        runs = _Runs(label, models, seeds)
+        for name, seed in runs.keys:
+            if self._pool is None:
                 self.bar.set_description(f"{label}: {name} seed {seed}")
-                started = time.time()
-                if name == "most_popular":
-                    model = MostPopular(*split.train, len(split.item_vocab), len(split.scene_vocab))
-                    max_len = int(s["overrides"].get("max_len", 50))
-                    ranks = rank_last_events(model, *split.test, max_len=max_len)
-                    timing[name].append({"seconds_to_best": 0.0, "best_epoch": 0,
-                                         "seconds_per_epoch": 0.0})
-                else:
-                    result = fit_with_early_stopping(
-                        model_config(name, split, s["overrides"]), split, epochs=s["epochs"],
-                        patience=s["patience"], batch_size=s["batch_size"],
-                        learning_rate=s["learning_rate"], seed=seed,
-                        model_factory=BERT4Rec if name == "bert4rec" else DSPnet,
-                        window_stride=s.get("window_stride"),
-                        on_epoch=lambda record: self.bar.set_postfix(
-                            epoch=record["epoch"],
-                            valid_ndcg10=f"{record['valid_ndcg@10']:.4f}"))
-                    ranks = result["test_ranks"]
-                    history = result["history"]
-                    curves[name].append([h["valid_ndcg@10"] for h in history])
-                    timing[name].append({
-                        "seconds_to_best": result["seconds_to_best"],
-                        "best_epoch": result["best_epoch"],
-                        "seconds_per_epoch": history[-1]["seconds"] / len(history),
-                        "best_valid_ndcg@10": result["valid"]["valid_ndcg@10"]})
-                per_user[name].append(_per_user(ranks))
-                self.bar.update(1)
-                if self.progress:
-                    self.progress(f"{label}: {name} seed {seed}: test ndcg@10 "
-                                  f"{per_user[name][-1]['ndcg@10'].mean():.4f} "
-                                  f"({time.time() - started:.0f} s)")
+                future: "concurrent.futures.Future[Dict[str, Any]]" = concurrent.futures.Future()
+                future.set_result(train_and_score(
+                    name, seed, split, self.settings,
+                    on_epoch=lambda record: self.bar.set_postfix(
+                        epoch=record["epoch"], valid_ndcg10=f"{record['valid_ndcg@10']:.4f}")))
+                self._finished(label, name, seed, future)
+            else:
+                future = self._pool.submit(train_and_score, name, seed, split, self.settings)
+                future.add_done_callback(
+                    lambda done, name=name, seed=seed: self._finished(label, name, seed, done))
+            runs.futures[(name, seed)] = future
+        return runs
+
+    def _finished(self, label: str, name: str, seed: int,
+                  future: "concurrent.futures.Future[Dict[str, Any]]") -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        out = future.result()
+        self.bar.update(1)
+        if self.progress:
+            self.progress(f"{label}: {name} seed {seed}: test ndcg@10 "
+                          f"{out['per_user']['ndcg@10'].mean():.4f} ({out['wall_seconds']:.0f} s)")
+
+    def collect(self, runs: _Runs) -> Dict[str, Any]:
+        """Waits for the runs; their per-user metrics, curves and timing, by model, seed order."""
+        per_user: Dict[str, List[Dict[str, np.ndarray]]] = {}
+        curves: Dict[str, List[List[float]]] = {}
+        timing: Dict[str, List[Dict[str, float]]] = {}
+        for name, seed in runs.keys:
+            try:
+                out = runs.futures[(name, seed)].result()
+            except concurrent.futures.process.BrokenProcessPool as err:
+                raise RuntimeError(
+                    f"{runs.label}: {name} seed {seed}: a benchmark worker process died (out of "
+                    "memory?); --workers 1 trains one run at a time in this process") from err
+            per_user.setdefault(name, []).append(out["per_user"])
+            curves.setdefault(name, [])
+            if out["curve"]:  # most-popular trains no epochs
+                curves[name].append(out["curve"])
+            timing.setdefault(name, []).append(out["timing"])
         return {"per_user": per_user, "curves": curves, "timing": timing}
 
 
@@ -214,6 +311,7 @@ def run_quality_benchmark(
     sweep_users: Optional[int] = None,
     max_users: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
+    workers: int = 1,
 ) -> Dict[str, Any]:
     """Trains and scores every model for every seed, runs the studies, writes the results.
 
@@ -233,6 +331,9 @@ def run_quality_benchmark(
       sweep_users: users per sweep world (default: as many as the benchmark's world).
       max_users: benchmark only the first that many users of `data` (smoke runs).
       progress: called with one line per finished run.
+      workers: runs trained at once, each in its own process with its share of the cores
+        (1: one after the other, in this process). Results do not depend on it; the runs'
+        seconds do, since they share the machine.
     """
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
@@ -268,21 +369,32 @@ def run_quality_benchmark(
         total += len(misalignments) * len(sweep_models) * len(study_seeds)
 
     with tqdm(total=total, desc="quality runs", unit="run") as bar:
-        runner = _Runner(settings, bar, progress)
-        per_user: Dict[str, List[Dict[str, np.ndarray]]] = {}
-        curves: Dict[str, List[List[float]]] = {}
-        timing: Dict[str, List[Dict[str, float]]] = {}
-        for label, plan_models, plan_seeds in plan:
-            out = runner.run(label, split, plan_models, plan_seeds)
-            per_user.update(out["per_user"])
-            curves.update(out["curves"])
-            timing.update(out["timing"])
-        sweep = (_misalignment_sweep(world, misalignments, sweep_users, sweep_models,
-                                     study_seeds, runner, out_dir)
-                 if "misalignment" in studies else None)
+        runner = _Runner(settings, bar, progress, workers)
+        try:
+            # Every run is queued before any is collected, so the workers never wait on a
+            # study's or the sweep's set-up (worlds are generated while earlier runs train).
+            submitted = [runner.submit(label, split, plan_models, plan_seeds)
+                         for label, plan_models, plan_seeds in plan]
+            sweep_runs = (_submit_sweep(world, misalignments, sweep_users, sweep_models,
+                                        study_seeds, runner, out_dir)
+                          if "misalignment" in studies else None)
+            oracle = oracle_ranks(data, split)
+            per_user: Dict[str, List[Dict[str, np.ndarray]]] = {}
+            curves: Dict[str, List[List[float]]] = {}
+            timing: Dict[str, List[Dict[str, float]]] = {}
+            for runs in submitted:
+                out = runner.collect(runs)
+                per_user.update(out["per_user"])
+                curves.update(out["curves"])
+                timing.update(out["timing"])
+            sweep = (_collect_sweep(sweep_runs, sweep_users or world["users"], runner)
+                     if sweep_runs is not None else None)
+        except BaseException:
+            runner.close(cancel=True)
+            raise
+        runner.close()
 
     summary = _summary(per_user)
-    oracle = oracle_ranks(data, split)
     oracle_summary = ({k: float(v.mean()) for k, v in _per_user(oracle).items() if k in REPORTED}
                       if oracle is not None else None)
     significance, comparisons = None, {}
@@ -315,28 +427,39 @@ def run_quality_benchmark(
     return results
 
 
-def _misalignment_sweep(world: Dict[str, Any], misalignments: Sequence[float],
-                        users: Optional[int], sweep_models: Sequence[str], seeds: Sequence[int],
-                        runner: _Runner, out_dir: str) -> Dict[str, Any]:
-    """DSPnet vs item-only SASRec on worlds that differ only in misalignment (paired tests)."""
+def _submit_sweep(world: Dict[str, Any], misalignments: Sequence[float],
+                  users: Optional[int], sweep_models: Sequence[str], seeds: Sequence[int],
+                  runner: _Runner, out_dir: str) -> List[Tuple[float, str, LeaveOneOutSplit, _Runs]]:
+    """Generates the sweep's worlds (identical to --data's world but for misalignment) and
+    submits DSPnet's and item-only SASRec's runs on each."""
     from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig  # pylint: disable=import-outside-toplevel
 
-    sweep: Dict[str, Any] = {"users": users or world["users"], "points": []}
+    points = []
     for value in misalignments:
         config = SceneWorldConfig(**{**world, "misalignment": float(value),
                                      "users": users or world["users"]})
         folder = os.path.join(out_dir, "worlds", f"misalignment_{value:g}")
         SceneWorld(config).generate().write(folder)
         split = leave_one_out(read_event_log(folder))
-        out = runner.run(f"misalignment {value:g}", split, sweep_models, seeds)
+        points.append((float(value), folder, split,
+                       runner.submit(f"misalignment {value:g}", split, sweep_models, seeds)))
+    return points
+
+
+def _collect_sweep(points: List[Tuple[float, str, LeaveOneOutSplit, _Runs]], users: int,
+                   runner: _Runner) -> Dict[str, Any]:
+    """DSPnet vs item-only SASRec at each misalignment (paired tests), with the oracle's score."""
+    sweep: Dict[str, Any] = {"users": users, "points": []}
+    for value, folder, split, runs in points:
+        out = runner.collect(runs)
         summary = _summary(out["per_user"])
         oracle = oracle_ranks(folder, split)
         test = paired_test(_seed_mean(out["per_user"]["dspnet"]),
                            _seed_mean(out["per_user"]["sasrec"]))
         sweep["points"].append({
-            "misalignment": float(value),
+            "misalignment": value,
             "models": {m: {k: summary[m][k] for k in ("ndcg@10", "hr@10", "scene_acc@1")}
-                       for m in sweep_models},
+                       for m in out["per_user"]},
             "oracle_ndcg@10": float(_per_user(oracle)["ndcg@10"].mean()),
             "dspnet_vs_sasrec": test,
             "dspnet_significantly_below": bool(test["mean_difference"] < 0

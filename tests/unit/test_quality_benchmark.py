@@ -137,3 +137,31 @@ def test_a_sweep_needs_a_scene_world(tmp_path):
         run_quality_benchmark(str(log), str(tmp_path / "out"), studies=["misalignment"])
     with pytest.raises(ValueError, match="unknown study"):
         run_quality_benchmark(str(log), str(tmp_path / "out"), studies=["vibes"])
+
+
+def test_runs_in_worker_processes_give_the_results_of_runs_in_this_process(world_dir, tmp_path):
+    # Each run seeds itself, so training two at once in worker processes (one TensorFlow thread
+    # each) must reproduce the one-at-a-time results, assembled under the same model and seed.
+    def run(workers, out):
+        finished = []
+        results = run_quality_benchmark(
+            str(world_dir), str(tmp_path / out), models=["dspnet", "sasrec", "most_popular"],
+            seeds=[0, 1], epochs=2, patience=2, batch_size=32, overrides=TINY,
+            studies=["misalignment"], misalignments=(0.5,), sweep_users=40,
+            progress=finished.append, workers=workers)
+        return results, finished
+
+    inline, inline_lines = run(1, "inline")
+    pooled, pooled_lines = run(2, "pooled")
+    assert sorted(line.split(" (")[0] for line in pooled_lines) == \
+        sorted(line.split(" (")[0] for line in inline_lines)
+    assert len(inline_lines) == 3 * 2 + 2
+    for name in ("dspnet", "sasrec", "most_popular"):
+        for metric in ("ndcg@10", "hr@10", "scene_acc@1"):
+            assert pooled["models"][name][metric] == pytest.approx(
+                inline["models"][name][metric], abs=1e-6), (name, metric)
+    # The two models (and seeds) differ, so a mix-up in assembling the runs would show.
+    assert inline["models"]["dspnet"]["ndcg@10"] != inline["models"]["sasrec"]["ndcg@10"]
+    assert [len(t) for t in pooled["timing"].values()] == [2, 2, 2]
+    assert pooled["studies"]["misalignment"]["points"][0]["dspnet_vs_sasrec"] == pytest.approx(
+        inline["studies"]["misalignment"]["points"][0]["dspnet_vs_sasrec"], abs=1e-6)
