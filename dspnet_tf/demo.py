@@ -158,7 +158,10 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig  # pylint: disable=import-outside-toplevel
-    from dspnet_tf.evaluation.quality_benchmark import run_quality_benchmark  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.evaluation.quality_benchmark import (  # pylint: disable=import-outside-toplevel
+        default_workers,
+        run_quality_benchmark,
+    )
     from dspnet_tf.evaluation.saved_model_scoring import score_example_files  # pylint: disable=import-outside-toplevel
     from dspnet_tf.report import LATENT_FILE, RUN_FILE, write_report  # pylint: disable=import-outside-toplevel
     from serving.model_manager import model_versions  # pylint: disable=import-outside-toplevel
@@ -205,7 +208,11 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
         epochs=settings.baseline_epochs, patience=settings.baseline_epochs,
         overrides={k: v for k, v in settings.model_config.items()
                    if k in ("max_len", "item_dim", "scene_dim", "num_blocks", "item_loss")},
-        progress=lambda line: say(f"      {line}"))
+        progress=lambda line: say(f"      {line}"),
+        # Side by side in worker processes (same results): most-popular trains nothing, so
+        # a single trained baseline is not worth a process start.
+        workers=min(default_workers(),
+                    len([m for m in settings.baselines if m != "most_popular"]) or 1))
     timings["baselines and scoring"] = time.time() - stage
 
     say("[4/5] serving the pushed model (dspnet serve, its own process) and querying it over gRPC")

@@ -218,9 +218,16 @@ class _Runner:
                 initargs=(max(1, usable_cores() // self.workers),))
 
     def close(self, cancel: bool = False) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
-            self._pool = None
+        """Shuts the pool down; with `cancel` (an error or Ctrl-C) its running runs are stopped."""
+        if self._pool is None:
+            return
+        if cancel:
+            # shutdown() would wait for the running runs (minutes each), and Python 3.10's
+            # executor has no public way to stop them, so the workers are terminated.
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        self._pool = None
 
     def submit(self, label: str, split: LeaveOneOutSplit, models: Sequence[str],
                seeds: Sequence[int]) -> _Runs:
@@ -351,7 +358,7 @@ def run_quality_benchmark(
     os.makedirs(out_dir, exist_ok=True)
     settings = {"epochs": epochs, "patience": patience, "batch_size": batch_size,
                 "learning_rate": learning_rate, "overrides": dict(overrides or {}),
-                "window_stride": window_stride, "max_users": max_users}
+                "window_stride": window_stride, "max_users": max_users, "workers": int(workers)}
     started = time.time()
     split = leave_one_out(load_benchmark_data(data, max_users))
 
@@ -364,6 +371,9 @@ def run_quality_benchmark(
             plan.append((study, [m for m in ("dspnet", *study_models) if m not in planned],
                          study_seeds))
     sweep_models = ("dspnet", "sasrec")
+    # A bad override (e.g. dropout=2) fails here, naming the field, not in a worker run later.
+    for name in {name for _, plan_models, _ in plan for name in plan_models} - {"most_popular"}:
+        model_config(name, split, settings["overrides"])
     total = sum(len(m) * len(s) for _, m, s in plan)
     if "misalignment" in studies:
         total += len(misalignments) * len(sweep_models) * len(study_seeds)
@@ -526,8 +536,13 @@ def _write_markdown(results: Dict[str, Any], path: str) -> None:
                 f"{point['models']['sasrec']['ndcg@10']['mean']:.4f} | {test['ratio']:.3f} | "
                 f"{test['p_value']:.3g} | {'yes' if point['dspnet_significantly_below'] else 'no'} |")
     timing = results["timing"]
-    lines += ["", "## Training time (seconds, mean over runs)", "",
-              "| model | best epoch | seconds to best | seconds per epoch |", "|---|---|---|---|"]
+    lines += ["", "## Training time (seconds, mean over runs)", ""]
+    workers = results["settings"].get("workers", 1)
+    if workers > 1:
+        lines += [f"{workers} runs trained at once (`--workers`), sharing the machine: "
+                  "the seconds are longer than those of a run alone, and runs compare only "
+                  "roughly. `--workers 1` times models against each other.", ""]
+    lines += ["| model | best epoch | seconds to best | seconds per epoch |", "|---|---|---|---|"]
     for name, runs in timing.items():
         if runs and name != "most_popular":
             lines.append(f"| {name} | {np.mean([r['best_epoch'] for r in runs]):.1f} | "

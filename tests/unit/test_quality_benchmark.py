@@ -163,5 +163,19 @@ def test_runs_in_worker_processes_give_the_results_of_runs_in_this_process(world
     # The two models (and seeds) differ, so a mix-up in assembling the runs would show.
     assert inline["models"]["dspnet"]["ndcg@10"] != inline["models"]["sasrec"]["ndcg@10"]
     assert [len(t) for t in pooled["timing"].values()] == [2, 2, 2]
+    assert pooled["settings"]["workers"] == 2 and inline["settings"]["workers"] == 1
+    # The report says the runs' seconds were measured side by side.
+    assert "2 runs trained at once" in (tmp_path / "pooled" / "results.md").read_text()
+    assert "trained at once" not in (tmp_path / "inline" / "results.md").read_text()
     assert pooled["studies"]["misalignment"]["points"][0]["dspnet_vs_sasrec"] == pytest.approx(
         inline["studies"]["misalignment"]["points"][0]["dspnet_vs_sasrec"], abs=1e-6)
+
+
+def test_a_bad_override_fails_before_any_run_names_the_field(world_dir, tmp_path):
+    finished = []
+    with pytest.raises(ValueError, match="dropout=2.0"):
+        run_quality_benchmark(str(world_dir), str(tmp_path), models=["most_popular", "sasrec"],
+                              seeds=[0], epochs=1, batch_size=32,
+                              overrides=dict(TINY, dropout=2.0), progress=finished.append,
+                              workers=2)
+    assert finished == [] and not (tmp_path / "results.json").exists()
