@@ -13,6 +13,9 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import pickle
+import shutil
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -173,6 +176,20 @@ def train_and_score(name: str, seed: int, split: LeaveOneOutSplit, settings: Dic
     }
 
 
+# A worker's splits, loaded once per file: a run's task names its split's file instead of
+# carrying the split, so the task queue only ever holds a few short messages.
+_WORKER_SPLITS: Dict[str, LeaveOneOutSplit] = {}
+
+
+def _train_and_score_in_worker(name: str, seed: int, split_file: str,
+                               settings: Dict[str, Any]) -> Dict[str, Any]:
+    split = _WORKER_SPLITS.get(split_file)
+    if split is None:
+        with open(split_file, "rb") as handle:
+            split = _WORKER_SPLITS[split_file] = pickle.load(handle)
+    return train_and_score(name, seed, split, settings)
+
+
 def _start_worker(threads: int) -> None:
     """Worker process set-up: TensorFlow's thread pools sized to the worker's share of cores."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -210,7 +227,11 @@ class _Runner:
         self.progress = progress
         self.workers = int(workers)
         self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
+        self._split_dir: Optional[str] = None
+        # id(split) -> (split, file); holding the split keeps its id from being reused.
+        self._split_files: Dict[int, Tuple[LeaveOneOutSplit, str]] = {}
         if self.workers > 1:
+            self._split_dir = tempfile.mkdtemp(prefix="dspnet-quality-splits-")
             # "spawn": a forked child would inherit this process's TensorFlow runtime.
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
@@ -228,6 +249,19 @@ class _Runner:
                 process.terminate()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
         self._pool = None
+        if self._split_dir is not None:
+            shutil.rmtree(self._split_dir, ignore_errors=True)
+            self._split_dir = None
+
+    def _split_file(self, split: LeaveOneOutSplit) -> str:
+        """The split pickled once into the run's temporary folder, for the workers to load."""
+        if id(split) not in self._split_files:
+            assert self._split_dir is not None
+            path = os.path.join(self._split_dir, f"split_{len(self._split_files)}.pkl")
+            with open(path, "wb") as handle:
+                pickle.dump(split, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            self._split_files[id(split)] = (split, path)
+        return self._split_files[id(split)][1]
 
     def submit(self, label: str, split: LeaveOneOutSplit, models: Sequence[str],
                seeds: Sequence[int]) -> _Runs:
@@ -243,7 +277,10 @@ class _Runner:
                         epoch=record["epoch"], valid_ndcg10=f"{record['valid_ndcg@10']:.4f}")))
                 self._finished(label, name, seed, future)
             else:
-                future = self._pool.submit(train_and_score, name, seed, split, self.settings)
+                # A split is megabytes: queued tasks carrying it could fill the queue's pipe,
+                # and a feeder thread blocked on it hangs shutdown after a Ctrl-C.
+                future = self._pool.submit(_train_and_score_in_worker, name, seed,
+                                           self._split_file(split), self.settings)
                 future.add_done_callback(
                     lambda done, name=name, seed=seed: self._finished(label, name, seed, done))
             runs.futures[(name, seed)] = future
