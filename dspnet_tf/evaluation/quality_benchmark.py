@@ -202,10 +202,9 @@ def _start_worker(threads: int) -> None:
 class _Runs:
     """The (model, seed) runs of one split, submitted together and collected in their order."""
 
-    def __init__(self, label: str, models: Sequence[str], seeds: Sequence[int]) -> None:
+    def __init__(self, label: str) -> None:
         self.label = label
-        self.keys = [(name, seed) for name in models for seed in seeds]
-        self.futures: Dict[Tuple[str, int], "concurrent.futures.Future[Dict[str, Any]]"] = {}
+        self.runs: List[Tuple[str, int, "concurrent.futures.Future[Dict[str, Any]]"]] = []
 
 
 class _Runner:
@@ -266,8 +265,8 @@ class _Runner:
     def submit(self, label: str, split: LeaveOneOutSplit, models: Sequence[str],
                seeds: Sequence[int]) -> _Runs:
         """Starts the runs (in this process they run now; in the pool they are queued)."""
-        runs = _Runs(label, models, seeds)
-        for name, seed in runs.keys:
+        runs = _Runs(label)
+        for name, seed in [(name, seed) for name in models for seed in seeds]:
             if self._pool is None:
                 self.bar.set_description(f"{label}: {name} seed {seed}")
                 future: "concurrent.futures.Future[Dict[str, Any]]" = concurrent.futures.Future()
@@ -283,7 +282,7 @@ class _Runner:
                                            self._split_file(split), self.settings)
                 future.add_done_callback(
                     lambda done, name=name, seed=seed: self._finished(label, name, seed, done))
-            runs.futures[(name, seed)] = future
+            runs.runs.append((name, seed, future))
         return runs
 
     def _finished(self, label: str, name: str, seed: int,
@@ -301,9 +300,9 @@ class _Runner:
         per_user: Dict[str, List[Dict[str, np.ndarray]]] = {}
         curves: Dict[str, List[List[float]]] = {}
         timing: Dict[str, List[Dict[str, float]]] = {}
-        for name, seed in runs.keys:
+        for name, seed, future in runs.runs:
             try:
-                out = runs.futures[(name, seed)].result()
+                out = future.result()
             except concurrent.futures.process.BrokenProcessPool as err:
                 raise RuntimeError(
                     f"{runs.label}: {name} seed {seed}: a benchmark worker process died (out of "
