@@ -38,6 +38,8 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     "no_adv": {"use_adversarial": False},
     "sfe_depth_1": {"sfe_depth": 1},
     "sfe_depth_3": {"sfe_depth": 3},
+    # The scene branch of the fusion starts at zero (z = h_V at initialisation).
+    "sfe_zero_init": {"sfe_zero_init": True},
     # An addition, not a removal (our extension): each item embedding also gets its scene's
     # embedding, as in the sasrec_scene baseline, so the item network sees item-scene pairs
     # that the per-position SFE fusion of two separately encoded sequences cannot.
@@ -102,6 +104,8 @@ class DSPnetConfig:
       fusion: "concat_mlp" (SFE) or "sum" (ablation: h_V + W h_S).
       sfe_depth: number of Dense layers in the SFE MLP (paper: 2 best).
       sfe_hidden: width of the hidden SFE layers (default 2 * item_dim).
+      sfe_zero_init: start the fusion's scene branch (its last layer) at zero, so the model
+        starts as the item network alone and the scene branch grows from there.
       item_loss: "sampled_bce" (K sampled negatives) or "softmax" (full cross-entropy).
       num_negatives: K for the sampled BCE loss.
       alpha: weight of the next-scene loss.
@@ -159,6 +163,7 @@ class DSPnetConfig:
     fusion: str = "concat_mlp"
     sfe_depth: int = 2
     sfe_hidden: int = 0
+    sfe_zero_init: bool = False
     item_loss: str = "sampled_bce"
     num_negatives: int = 1
     alpha: float = 1.0

@@ -17,6 +17,12 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
     added to h_V (a residual: our choice, so an uninformative scene sequence can be ignored by
     driving the MLP to zero rather than having to learn the identity).
 
+    With `zero_init` the scene branch's last layer (the MLP's output layer, or W of the sum
+    fusion) starts at zero, so at initialisation z = LayerNorm(h_V): the fused model starts as
+    the item-only model and the scene branch grows only as far as the loss asks for it (the
+    zero-initialised residual branch of ReZero / Fixup). With random weights the branch adds a
+    random mix of h_V and h_S that the model must first learn away where scenes carry nothing.
+
     The "sum" fusion is the ablation "without SFE": z = h_V + W h_S, no non-linearity.
 
     Example:
@@ -31,6 +37,8 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
       fusion: "concat_mlp" or "sum".
       dropout: dropout after each hidden layer.
       residual: add h_V to the MLP output.
+      zero_init: start the scene branch's last layer at zero (needs `residual` for the MLP
+        fusion: without the residual, a zero output would carry nothing to learn from).
     """
 
     def __init__(
@@ -41,6 +49,7 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
         fusion: str = "concat_mlp",
         dropout: float = 0.0,
         residual: bool = True,
+        zero_init: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -54,9 +63,15 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
         self.fusion = fusion
         self.dropout_rate = float(dropout)
         self.residual = bool(residual)
+        self.zero_init = bool(zero_init)
+        if self.zero_init and fusion == "concat_mlp" and not self.residual:
+            raise ValueError("zero_init needs residual=True with the concat_mlp fusion "
+                             "(a zero MLP output without the residual passes nothing on)")
+        branch_init = "zeros" if self.zero_init else "glorot_uniform"
         if fusion == "sum":
             self.scene_projection = tf.keras.layers.Dense(
-                self.output_dim, use_bias=False, name="scene_projection"
+                self.output_dim, use_bias=False, kernel_initializer=branch_init,
+                name="scene_projection",
             )
             self.hidden_layers = []
         else:
@@ -67,7 +82,8 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
             self.hidden_dropouts = [
                 tf.keras.layers.Dropout(self.dropout_rate) for _ in range(self.depth - 1)
             ]
-            self.output_layer = tf.keras.layers.Dense(self.output_dim, name="output")
+            self.output_layer = tf.keras.layers.Dense(
+                self.output_dim, kernel_initializer=branch_init, name="output")
             self.norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
 
     def call(
@@ -93,5 +109,6 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
             fusion=self.fusion,
             dropout=self.dropout_rate,
             residual=self.residual,
+            zero_init=self.zero_init,
         )
         return config

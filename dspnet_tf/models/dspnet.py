@@ -120,7 +120,8 @@ class DSPnet(tf.keras.Model):
         )
         self.fusion = (
             SequenceFeatureEnhancement(
-                c.item_dim, c.sfe_hidden, c.sfe_depth, c.fusion, c.dropout, name="fusion"
+                c.item_dim, c.sfe_hidden, c.sfe_depth, c.fusion, c.dropout,
+                zero_init=c.sfe_zero_init, name="fusion",
             )
             if c.use_scene_network
             else None

@@ -21,6 +21,8 @@ LAYERS = {
     "SequenceEncoder": lambda: layers.SequenceEncoder(vocab_size=20, dim=8, max_len=6, num_blocks=1),
     "SequenceFeatureEnhancement": lambda: layers.SequenceFeatureEnhancement(8, 12, depth=3),
     "SequenceFeatureEnhancementSum": lambda: layers.SequenceFeatureEnhancement(8, 12, fusion="sum"),
+    "SequenceFeatureEnhancementZeroInit": lambda: layers.SequenceFeatureEnhancement(
+        8, 12, zero_init=True),
     "PredictionHead": lambda: layers.PredictionHead(8, num_target_scenes=5),
     "JointSequenceAugmenter": lambda: layers.JointSequenceAugmenter(20, 5, 0.5, 0.2, 0.4),
     "ContextWeighting": lambda: layers.ContextWeighting(4, 0.3),
@@ -143,6 +145,38 @@ def test_sum_fusion_is_item_plus_projected_scene():
     hv, hs = RNG.normal(size=(2, 3, 4)).astype(np.float32), RNG.normal(size=(2, 3, 2)).astype(np.float32)
     out = sfe(tf.constant(hv), tf.constant(hs)).numpy()
     np.testing.assert_allclose(out, hv + hs @ sfe.scene_projection.kernel.numpy(), atol=1e-6)
+
+
+def _layer_norm(x, eps=1e-6):
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(x.var(-1, keepdims=True) + eps)
+
+
+@pytest.mark.parametrize("fusion", ["concat_mlp", "sum"])
+def test_zero_init_fusion_starts_as_the_item_network_and_then_learns_the_scene(fusion):
+    sfe = layers.SequenceFeatureEnhancement(4, 8, fusion=fusion, zero_init=True)
+    hv, hs = RNG.normal(size=(2, 3, 4)).astype(np.float32), RNG.normal(size=(2, 3, 2)).astype(np.float32)
+    out = sfe(tf.constant(hv), tf.constant(hs)).numpy()
+    # At initialisation the scene branch contributes nothing: z is h_V (LayerNorm'd for the MLP).
+    np.testing.assert_allclose(out, _layer_norm(hv) if fusion == "concat_mlp" else hv, atol=1e-5)
+    # ...but it is not dead: one gradient step on a loss that needs h_S moves it off zero.
+    # (A zero-mean pattern: the MLP fusion's LayerNorm removes any constant offset.)
+    target = tf.constant(hs[..., :1] * np.array([1.0, -1.0, 2.0, -2.0], np.float32))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(sfe(tf.constant(hv), tf.constant(hs)) - target))
+    branch = sfe.scene_projection.kernel if fusion == "sum" else sfe.output_layer.kernel
+    gradients = dict(zip([v.ref() for v in sfe.trainable_variables],
+                         tape.gradient(loss, sfe.trainable_variables)))
+    assert float(tf.reduce_max(tf.abs(gradients[branch.ref()]))) > 1e-4
+    tf.keras.optimizers.SGD(0.1).apply_gradients(
+        [(gradients[v.ref()], v) for v in sfe.trainable_variables])
+    moved = sfe(tf.constant(hv), tf.constant(hs)).numpy()
+    assert np.abs(moved - out).max() > 1e-4
+
+
+def test_zero_init_mlp_fusion_without_the_residual_is_refused():
+    with pytest.raises(ValueError, match="zero_init needs residual"):
+        layers.SequenceFeatureEnhancement(4, 8, residual=False, zero_init=True)
 
 
 def test_score_all_is_a_dot_product_that_never_predicts_padding():
