@@ -16,6 +16,10 @@ import json
 import math
 from typing import Any, Dict, Optional
 
+PADDING_ID, OOV_ID = 0, 1
+# Ids below this are padding and the OOV bucket: never a prediction a client can be shown.
+RESERVED_IDS = 2
+
 ITEM_LOSSES = ("sampled_bce", "softmax")
 ENCODERS = ("transformer", "gru")
 CCR_WEIGHTINGS = ("conditional", "uniform")

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 
-from dspnet_tf.config import example_length
+from dspnet_tf.config import RESERVED_IDS, example_length
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 
 ITEM_HISTORY, SCENE_HISTORY, TARGET_SCENE = "item_history", "scene_history", "target_scene"
@@ -30,7 +30,6 @@ RAW_FEATURE_SPEC = {
     SCENE_HISTORY: tf.io.VarLenFeature(tf.string),
     TARGET_SCENE: tf.io.VarLenFeature(tf.string),
 }
-RESERVED_IDS = 2  # 0 padding, 1 out-of-vocabulary: never returned to clients
 
 
 def make_history_example(item_history: Sequence[str], scene_history: Sequence[str],

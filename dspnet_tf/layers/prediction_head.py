@@ -69,12 +69,14 @@ class PredictionHead(tf.keras.layers.Layer):
         return config
 
 
-def score_all(query: tf.Tensor, embeddings: tf.Tensor, vocab_size: int) -> tf.Tensor:
+def score_all(query: tf.Tensor, embeddings: tf.Tensor, vocab_size: int,
+              excluded_ids: int = 1) -> tf.Tensor:
     """Logits of every real candidate: [..., d] x [vocab_size(+mask), d] -> [..., vocab_size].
 
-    The padding id 0 gets -inf-like logits so it is never predicted; the [MASK] row is dropped.
+    The first `excluded_ids` ids get -inf-like logits so they are never predicted: the padding
+    id 0 by default, and with 2 the out-of-vocabulary bucket 1 as well. The [MASK] row is dropped.
     """
     table = embeddings[:vocab_size]
     logits = tf.linalg.matmul(query, table, transpose_b=True)
-    not_padding = tf.concat([[False], tf.ones([vocab_size - 1], tf.bool)], axis=0)
-    return tf.where(not_padding, logits, tf.cast(-1e9, logits.dtype))
+    candidate = tf.range(vocab_size) >= excluded_ids
+    return tf.where(candidate, logits, tf.cast(-1e9, logits.dtype))

@@ -6,7 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
 
-from dspnet_tf.config import DSPnetConfig, example_length
+from dspnet_tf.config import OOV_ID, RESERVED_IDS, DSPnetConfig, example_length
 from dspnet_tf.distribution import replica_scale
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.augmentation import JointSequenceAugmenter
@@ -333,9 +333,16 @@ class DSPnet(tf.keras.Model):
         return score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size)
 
     def scene_logits(self, z: tf.Tensor) -> tf.Tensor:
-        """Scores of every scene (padding id 0 excluded) from representations z [..., d_v]."""
+        """Scores of every scene from representations z [..., d_v]; padding and OOV excluded.
+
+        The next-scene distribution is over the real scenes only, as the serving signature
+        reports it. Keeping the OOV bucket in (a class no training target has) made a
+        one-scene log, where there is nothing to predict, a two-class problem whose loss never
+        stops pushing z: it slowed MovieLens-100K's item learning (benchmarks/QUALITY.md).
+        """
         query = self.scene_head(z)
-        return score_all(query, self.scene_encoder.embeddings, self.dspnet_config.scene_vocab_size)
+        return score_all(query, self.scene_encoder.embeddings, self.dspnet_config.scene_vocab_size,
+                         excluded_ids=RESERVED_IDS)
 
     def recommend(
         self,
@@ -351,7 +358,7 @@ class DSPnet(tf.keras.Model):
 
         Returns:
           dict with `item_ids` [B, k] int32 (best first, ids >= 2), `item_scores` [B, k] and
-          `scene_probs` [B, scene_vocab_size] (padding id 0 has probability ~0).
+          `scene_probs` [B, scene_vocab_size] (padding 0 and OOV 1 have probability ~0).
         """
         inputs = {ITEM_IDS: tf.convert_to_tensor(item_ids), SCENE_IDS: tf.convert_to_tensor(scene_ids)}
         if target_scene is not None:
@@ -359,7 +366,7 @@ class DSPnet(tf.keras.Model):
         outputs = self(inputs, training=False)
         # Padding (0) and the OOV bucket (1) are not items a client can be shown.
         logits = outputs["item_logits"]
-        logits = tf.where(tf.range(tf.shape(logits)[1]) < 2, tf.cast(-1e9, logits.dtype), logits)
+        logits = tf.where(tf.range(tf.shape(logits)[1]) < RESERVED_IDS, tf.cast(-1e9, logits.dtype), logits)
         k = min(int(k), self.dspnet_config.item_vocab_size - 2)
         scores, ids = tf.math.top_k(logits, k=k)
         return {
@@ -383,6 +390,11 @@ class DSPnet(tf.keras.Model):
         valid = items > 0
         next_scenes = tf.where(valid[:, 1:], scenes[:, 1:], 0)
         return items[:, 1:], next_scenes, tf.cast(valid[:, :-1] & valid[:, 1:], dtype)
+
+    @staticmethod
+    def _scene_weights(next_scenes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        """The next-scene loss's weights: an out-of-vocabulary next scene is no target."""
+        return weights * tf.cast(next_scenes != OOV_ID, weights.dtype)
 
     def compute_losses(
         self, items: tf.Tensor, scenes: tf.Tensor, training: bool = True
@@ -458,7 +470,8 @@ class DSPnet(tf.keras.Model):
             else:
                 item_loss = masked_negative_log_likelihood(target_log_likelihood(
                     logits, next_items, items, *self._point(query, encoded)), weights)
-        scene_loss = masked_softmax_cross_entropy(self.scene_logits(z_in), next_scenes, weights)
+        scene_loss = masked_softmax_cross_entropy(self.scene_logits(z_in), next_scenes,
+                                                  self._scene_weights(next_scenes, weights))
         total = item_loss + c.alpha * scene_loss
         losses = {"item_loss": item_loss, "scene_loss": scene_loss}
 
@@ -590,7 +603,8 @@ class DSPnet(tf.keras.Model):
                                             *(part[:, -1] for part in pointer))
         self._eval_trackers["item_loss"].update_state(item_loss)
         self._eval_trackers["scene_loss"].update_state(
-            masked_softmax_cross_entropy(scene_logits, next_scenes, weights)
+            masked_softmax_cross_entropy(scene_logits, next_scenes,
+                                         self._scene_weights(next_scenes, weights))
         )
         has_target = weights[:, -1] > 0
         rank = tf.boolean_mask(pessimistic_rank(last_logits, last_item), has_target)
