@@ -185,6 +185,11 @@ def test_score_all_is_a_dot_product_that_never_predicts_padding():
     logits = layers.score_all(tf.constant(q), tf.constant(table), vocab_size=5).numpy()
     np.testing.assert_allclose(logits[:, 1:], q @ table[1:5].T, atol=1e-6)
     assert np.all(logits[:, 0] < -1e8)
+    # excluded_ids=2 also drops the OOV bucket (the scene head: real scenes only).
+    real_only = layers.score_all(tf.constant(q), tf.constant(table), vocab_size=5,
+                                 excluded_ids=2).numpy()
+    np.testing.assert_allclose(real_only[:, 2:], q @ table[2:5].T, atol=1e-6)
+    assert np.all(real_only[:, :2] < -1e8)
 
 
 class TestAugmenter:
