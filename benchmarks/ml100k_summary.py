@@ -126,10 +126,16 @@ def main() -> None:
     parser.add_argument("out_dir", type=pathlib.Path, help="the folder ml100k_seeds.sh wrote")
     parser.add_argument("--model", default="dspnet", help="the model compared (default dspnet)")
     parser.add_argument("--baseline", default="sasrec", help="its reference (default sasrec)")
+    parser.add_argument("--baseline-dir", type=pathlib.Path,
+                        help="read the baseline's runs from this folder instead (runs that "
+                             "stand when only the compared model changed; default: out_dir)")
     args = parser.parse_args()
-    if not args.out_dir.is_dir():
-        sys.exit(f"{args.out_dir}: no such folder")
+    for folder in (args.out_dir, args.baseline_dir):
+        if folder is not None and not folder.is_dir():
+            sys.exit(f"{folder}: no such folder")
     runs = load_runs(args.out_dir)
+    if args.baseline_dir is not None:
+        runs[args.baseline] = load_runs(args.baseline_dir).get(args.baseline, {})
     if not runs:
         sys.exit(f"{args.out_dir}: no finished runs (no <model>_seed<k>/results.json)")
     summary = summarise(runs, args.model, args.baseline)

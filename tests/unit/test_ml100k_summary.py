@@ -57,3 +57,20 @@ def test_a_result_of_another_shape_is_named(tmp_path):
     (folder / "results.json").write_text(json.dumps({"models": {"sasrec": {}}}))
     with pytest.raises(SystemExit, match="dspnet_seed0/results.json"):
         ml100k_summary.load_runs(tmp_path)
+
+
+def test_baseline_runs_can_come_from_another_folder(tmp_path, monkeypatch, capsys):
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir(), old.mkdir()
+    for seed in range(2):
+        _write_run(new, "dspnet", seed, 0.06 + 0.01 * seed, 0.12, 20)
+        _write_run(new, "sasrec", seed, 0.5, 0.9, 20)  # ignored: the baseline is read from old/
+        _write_run(old, "sasrec", seed, 0.05 + 0.01 * seed, 0.11, 30)
+        _write_run(old, "dspnet", seed, 0.9, 0.9, 30)  # ignored: the compared model is new/'s
+    monkeypatch.setattr("sys.argv", ["ml100k_summary.py", str(new), "--baseline-dir", str(old)])
+    ml100k_summary.main()
+    summary = json.loads((new / "summary.json").read_text())
+    assert summary["models"]["sasrec"]["ndcg@10"]["mean"] == pytest.approx(0.055)
+    assert summary["models"]["dspnet"]["ndcg@10"]["mean"] == pytest.approx(0.065)
+    assert summary["paired"]["mean_difference"] == pytest.approx(0.01)
+    assert "0.0650" in capsys.readouterr().out
