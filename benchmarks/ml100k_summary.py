@@ -132,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     for folder in (args.out_dir, args.baseline_dir):
         if folder is not None and not folder.is_dir():
-            sys.exit(f"{folder}: no such folder")
+            parser.error(f"{folder}: no such folder")
     runs = load_runs(args.out_dir)
     if args.baseline_dir is not None:
         runs[args.baseline] = load_runs(args.baseline_dir).get(args.baseline, {})
