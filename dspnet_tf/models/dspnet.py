@@ -333,16 +333,15 @@ class DSPnet(tf.keras.Model):
         return score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size)
 
     def scene_logits(self, z: tf.Tensor) -> tf.Tensor:
-        """Scores of every scene from representations z [..., d_v]; padding and OOV excluded.
+        """Scores of every scene from representations z [..., d_v]; padding excluded.
 
-        The next-scene distribution is over the real scenes only, as the serving signature
-        reports it. Keeping the OOV bucket in (a class no training target has) made a
-        one-scene log, where there is nothing to predict, a two-class problem whose loss never
-        stops pushing z: it slowed MovieLens-100K's item learning (benchmarks/QUALITY.md).
+        With `scene_real_only` the OOV bucket is excluded too: the next-scene distribution is
+        then over the real scenes only, as the serving signature reports it.
         """
         query = self.scene_head(z)
+        excluded = RESERVED_IDS if self.dspnet_config.scene_real_only else 1
         return score_all(query, self.scene_encoder.embeddings, self.dspnet_config.scene_vocab_size,
-                         excluded_ids=RESERVED_IDS)
+                         excluded_ids=excluded)
 
     def recommend(
         self,
@@ -391,9 +390,10 @@ class DSPnet(tf.keras.Model):
         next_scenes = tf.where(valid[:, 1:], scenes[:, 1:], 0)
         return items[:, 1:], next_scenes, tf.cast(valid[:, :-1] & valid[:, 1:], dtype)
 
-    @staticmethod
-    def _scene_weights(next_scenes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-        """The next-scene loss's weights: an out-of-vocabulary next scene is no target."""
+    def _scene_weights(self, next_scenes: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        """The next-scene loss's weights; with `scene_real_only` an OOV next scene is no target."""
+        if not self.dspnet_config.scene_real_only:
+            return weights
         return weights * tf.cast(next_scenes != OOV_ID, weights.dtype)
 
     def compute_losses(

@@ -153,10 +153,10 @@ def test_next_event_losses_train_the_position_a_served_history_answers_at():
             assert (rows.sum(axis=1) > 0).all(), (encoder.name, loss, rows.sum(axis=1))
 
 
-def test_scene_loss_is_a_softmax_over_the_real_scenes_and_skips_unknown_targets():
-    """The next-scene distribution covers real scenes only (ids >= 2, as served); an OOV next
-    scene is no target; with one real scene there is nothing to learn and no gradient."""
-    model = built(small_config(use_ccr=False, use_adversarial=False))
+def test_real_scene_softmax_covers_the_real_scenes_and_skips_unknown_targets():
+    """With scene_real_only the next-scene distribution covers real scenes only (ids >= 2, as
+    served); an OOV next scene is no target; with one real scene there is no gradient."""
+    model = built(small_config(use_ccr=False, use_adversarial=False, scene_real_only=True))
     items = RNG.integers(2, V, size=(4, L + 1))
     scenes = RNG.integers(2, S, size=(4, L + 1))
     scenes[0, 3] = scenes[2, 5] = 1  # two unknown scenes (the OOV bucket)
@@ -174,7 +174,7 @@ def test_scene_loss_is_a_softmax_over_the_real_scenes_and_skips_unknown_targets(
     expected = -np.take_along_axis(log_p, np.where(known, targets - 2, 0)[..., None], -1)[..., 0]
     np.testing.assert_allclose(losses["scene_loss"].numpy(), expected[known].mean(), rtol=1e-5)
 
-    one_scene_model = built(small_config(scene_vocab_size=3))  # padding, OOV, one scene
+    one_scene_model = built(small_config(scene_vocab_size=3, scene_real_only=True))  # 1 scene
     with tf.GradientTape() as tape:
         single = one_scene_model.compute_losses(tf.constant(items, tf.int32),
                                                 tf.constant(np.full((4, L + 1), 2), tf.int32))
@@ -182,6 +182,10 @@ def test_scene_loss_is_a_softmax_over_the_real_scenes_and_skips_unknown_targets(
     gradients = tape.gradient(single["scene_loss"], one_scene_model.encoder_variables())
     assert all(g is None or float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) == 0.0
                for g in gradients)
+    # The default keeps the OOV bucket as a class (only padding is excluded).
+    default = built(small_config(use_ccr=False, use_adversarial=False))
+    default_logits = default.scene_logits(z).numpy()
+    assert (default_logits[..., 0] < -1e8).all() and (default_logits[..., 1] > -1e8).all()
 
 
 def test_zero_lambdas_leave_only_the_next_event_losses():
