@@ -140,7 +140,9 @@ def model_configs(args: argparse.Namespace) -> Dict[str, DSPnetConfig]:
             # Where DSPnet's extra cost goes: CCR with two separately encoded augmented views
             # (CL4SRec's scheme, the method's first design), and no CCR at all.
             "dspnet_ccr_augmented": base.with_ablation("ccr_augmented"),
-            "dspnet_no_ccr": base.with_ablation("no_ccr")}
+            "dspnet_no_ccr": base.with_ablation("no_ccr"),
+            # The method's adversarial prior (off by default since 2026-12-01): what it costs.
+            "dspnet_adv": base.with_ablation("adv")}
 
 
 def measure_in_subprocess(args: argparse.Namespace, name: str, jit: bool) -> Dict[str, float]:
