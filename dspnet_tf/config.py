@@ -16,7 +16,7 @@ import json
 import math
 from typing import Any, Dict, Optional
 
-PADDING_ID, OOV_ID = 0, 1
+OOV_ID = 1  # the out-of-vocabulary bucket (0 is padding)
 # Ids below this are padding and the OOV bucket: never a prediction a client can be shown.
 RESERVED_IDS = 2
 
