@@ -1,7 +1,8 @@
 """Training throughput: DSPnet vs SASRec sequences/s at equal length, width and batch, XLA on/off.
 
 One run measures, side by side on the same machine and random full-length sequences:
-  * sequences/s of `model.fit` steps for DSPnet (both networks, CCR, adversarial prior) and for
+  * sequences/s of `model.fit` steps for DSPnet (both networks and CCR; with the adversarial
+    prior as `dspnet_adv`, off by default since 2026-12-01) and for
     SASRec (the item-only baseline built from the same layers), each with `jit_compile` off and
     on;
   * a dense float32 matmul peak (the best of a few square sizes), and each model's achieved
