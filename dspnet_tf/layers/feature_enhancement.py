@@ -20,8 +20,8 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
     With `zero_init` the scene branch's last layer (the MLP's output layer, or W of the sum
     fusion) starts at zero, so at initialisation z = LayerNorm(h_V): the fused model starts as
     the item-only model and the scene branch grows only as far as the loss asks for it (the
-    zero-initialised residual branch of ReZero / Fixup). With random weights the branch adds a
-    random mix of h_V and h_S that the model must first learn away where scenes carry nothing.
+    zero-initialised residual branch of ReZero / Fixup). Off by default: on MovieLens-100K it
+    did not speed up the first epochs (benchmarks/QUALITY.md).
 
     The "sum" fusion is the ablation "without SFE": z = h_V + W h_S, no non-linearity.
 

@@ -339,7 +339,8 @@ class DSPnet(tf.keras.Model):
         then over the real scenes only, as the serving signature reports it.
         """
         query = self.scene_head(z)
-        excluded = RESERVED_IDS if self.dspnet_config.scene_real_only else 1
+        # Ids below OOV_ID are padding alone; below RESERVED_IDS, padding and the OOV bucket.
+        excluded = RESERVED_IDS if self.dspnet_config.scene_real_only else OOV_ID
         return score_all(query, self.scene_encoder.embeddings, self.dspnet_config.scene_vocab_size,
                          excluded_ids=excluded)
 
@@ -365,8 +366,9 @@ class DSPnet(tf.keras.Model):
         outputs = self(inputs, training=False)
         # Padding (0) and the OOV bucket (1) are not items a client can be shown.
         logits = outputs["item_logits"]
-        logits = tf.where(tf.range(tf.shape(logits)[1]) < RESERVED_IDS, tf.cast(-1e9, logits.dtype), logits)
-        k = min(int(k), self.dspnet_config.item_vocab_size - 2)
+        logits = tf.where(tf.range(tf.shape(logits)[1]) < RESERVED_IDS,
+                          tf.cast(-1e9, logits.dtype), logits)
+        k = min(int(k), self.dspnet_config.item_vocab_size - RESERVED_IDS)
         scores, ids = tf.math.top_k(logits, k=k)
         return {
             "item_ids": ids,
