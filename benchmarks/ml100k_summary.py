@@ -6,6 +6,8 @@ ratio and seed-paired difference, and the comparison with RecBole's anchor; writ
 OUT_DIR/summary.json.
 
     .venv/bin/python benchmarks/ml100k_summary.py benchmarks/results/quality_ml100k_cap200
+    .venv/bin/python benchmarks/ml100k_summary.py benchmarks/results/quality_ml100k_cap200 \
+        --seeds 0-4 --summary /tmp/five_seeds.json   # a protocol's first seeds only
 """
 
 from __future__ import annotations
@@ -49,6 +51,28 @@ def load_runs(out_dir: pathlib.Path) -> Dict[str, Dict[int, dict]]:
             "epochs_cap": results["settings"]["epochs"],
         }
     return runs
+
+
+def parse_seeds(spec: str) -> List[int]:
+    """'0-4' or '0,2,5' or '0-4,7' -> the sorted seeds; ValueError naming the bad part."""
+    seeds = set()
+    for part in spec.split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"seed list {spec!r}: {part!r} is not a seed or a range a-b")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise ValueError(f"seed list {spec!r}: range {part!r} runs backwards")
+        seeds.update(range(first, last + 1))
+    return sorted(seeds)
+
+
+def keep_seeds(runs: Dict[str, Dict[int, dict]], seeds: List[int]) -> Dict[str, Dict[int, dict]]:
+    """The runs of the given seeds only (models left with none are dropped)."""
+    kept = {model: {s: run for s, run in by_seed.items() if s in seeds}
+            for model, by_seed in runs.items()}
+    return {model: by_seed for model, by_seed in kept.items() if by_seed}
 
 
 def mean_std(values: List[float]) -> Dict[str, float]:
@@ -129,18 +153,32 @@ def main() -> None:
     parser.add_argument("--baseline-dir", type=pathlib.Path,
                         help="read the baseline's runs from this folder instead (runs that "
                              "stand when only the compared model changed; default: out_dir)")
+    parser.add_argument("--seeds", help="only these seeds, e.g. 0-4 or 0,2,5 (default: every "
+                                        "finished run)")
+    parser.add_argument("--summary", type=pathlib.Path,
+                        help="where to write the JSON summary (default out_dir/summary.json)")
     args = parser.parse_args()
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = parse_seeds(args.seeds)
+        except ValueError as err:
+            parser.error(f"--seeds: {err}")
     for folder in (args.out_dir, args.baseline_dir):
         if folder is not None and not folder.is_dir():
             parser.error(f"{folder}: no such folder")
     runs = load_runs(args.out_dir)
     if args.baseline_dir is not None:
         runs[args.baseline] = load_runs(args.baseline_dir).get(args.baseline, {})
+    if seeds is not None:
+        runs = keep_seeds(runs, seeds)
     if not runs:
-        sys.exit(f"{args.out_dir}: no finished runs (no <model>_seed<k>/results.json)")
+        sys.exit(f"{args.out_dir}: no finished runs (no <model>_seed<k>/results.json"
+                 + (f" for seeds {args.seeds}" if seeds is not None else "") + ")")
     summary = summarise(runs, args.model, args.baseline)
     print(markdown(summary))
-    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    summary_path = args.summary or args.out_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -74,3 +74,34 @@ def test_baseline_runs_can_come_from_another_folder(tmp_path, monkeypatch, capsy
     assert summary["models"]["dspnet"]["ndcg@10"]["mean"] == pytest.approx(0.065)
     assert summary["paired"]["mean_difference"] == pytest.approx(0.01)
     assert "0.0650" in capsys.readouterr().out
+
+
+def test_a_seed_filter_reports_those_seeds_only(tmp_path, monkeypatch, capsys):
+    values = {seed: 0.05 + 0.001 * seed for seed in range(6)}
+    for seed, value in values.items():
+        _write_run(tmp_path, "dspnet", seed, value, 0.1, 20)
+        _write_run(tmp_path, "sasrec", seed, value - 0.002, 0.1, 20)
+    out = tmp_path / "first.json"
+    monkeypatch.setattr("sys.argv", ["ml100k_summary.py", str(tmp_path), "--seeds", "0-2,5",
+                                     "--summary", str(out)])
+    ml100k_summary.main()
+    summary = json.loads(out.read_text())
+    assert summary["paired"]["seeds"] == [0, 1, 2, 5]
+    expected = np.mean([values[s] for s in (0, 1, 2, 5)])
+    assert summary["models"]["dspnet"]["ndcg@10"]["mean"] == pytest.approx(expected)
+    assert summary["paired"]["mean_difference"] == pytest.approx(0.002)
+    assert not (tmp_path / "summary.json").exists()  # --summary moved it
+    assert "| 3 |" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", ["0-", "a", "4-2", "1,,2"])
+def test_a_malformed_seed_list_is_refused_by_name(spec):
+    with pytest.raises(ValueError, match=repr(spec)):
+        ml100k_summary.parse_seeds(spec)
+
+
+def test_a_seed_list_with_no_finished_run_says_so(tmp_path, monkeypatch):
+    _write_run(tmp_path, "dspnet", 0, 0.06, 0.1, 20)
+    monkeypatch.setattr("sys.argv", ["ml100k_summary.py", str(tmp_path), "--seeds", "7"])
+    with pytest.raises(SystemExit, match="for seeds 7"):
+        ml100k_summary.main()
