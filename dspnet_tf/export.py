@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from dspnet_tf.config import RESERVED_IDS, example_length
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
+from dspnet_tf.layers.prediction_head import exclude_leading_ids
 
 ITEM_HISTORY, SCENE_HISTORY, TARGET_SCENE = "item_history", "scene_history", "target_scene"
 RAW_FEATURE_SPEC = {
@@ -222,8 +223,7 @@ class ServingModule(tf.Module):
         logits = self.model({"item_ids": transformed["item_ids"],
                              "scene_ids": transformed["scene_ids"]}, training=False)["item_logits"]
         # Padding and OOV are never right answers: an unseen target counts as a miss.
-        reserved = tf.range(tf.shape(logits)[1]) < RESERVED_IDS
-        logits = tf.where(reserved[tf.newaxis], tf.cast(-1e9, logits.dtype), logits)
+        logits = exclude_leading_ids(logits, RESERVED_IDS)
         rank = pessimistic_rank(logits, target)
         rank = tf.where(target < RESERVED_IDS, tf.cast(tf.shape(logits)[1], rank.dtype), rank)
         return {"ndcg_at_10": ndcg(rank, 10)[:, tf.newaxis],

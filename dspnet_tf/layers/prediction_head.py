@@ -77,6 +77,10 @@ def score_all(query: tf.Tensor, embeddings: tf.Tensor, vocab_size: int,
     id 0 by default, and with 2 the out-of-vocabulary bucket 1 as well. The [MASK] row is dropped.
     """
     table = embeddings[:vocab_size]
-    logits = tf.linalg.matmul(query, table, transpose_b=True)
-    candidate = tf.range(vocab_size) >= excluded_ids
+    return exclude_leading_ids(tf.linalg.matmul(query, table, transpose_b=True), excluded_ids)
+
+
+def exclude_leading_ids(logits: tf.Tensor, excluded_ids: int) -> tf.Tensor:
+    """Gives ids below `excluded_ids` (last axis) an -inf-like logit, so none is ever ranked."""
+    candidate = tf.range(tf.shape(logits)[-1]) >= excluded_ids
     return tf.where(candidate, logits, tf.cast(-1e9, logits.dtype))

@@ -14,7 +14,7 @@ from dspnet_tf.layers.context_weights import ContextWeighting
 from dspnet_tf.layers.discriminator import PriorDiscriminator
 from dspnet_tf.layers.gru_encoder import GRUSequenceEncoder
 from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
-from dspnet_tf.layers.prediction_head import PredictionHead, score_all
+from dspnet_tf.layers.prediction_head import PredictionHead, exclude_leading_ids, score_all
 from dspnet_tf.layers.repeat_pointer import (
     RepeatPointer,
     mixture_log_probs,
@@ -365,9 +365,7 @@ class DSPnet(tf.keras.Model):
             inputs[TARGET_SCENE] = tf.convert_to_tensor(target_scene)
         outputs = self(inputs, training=False)
         # Padding (0) and the OOV bucket (1) are not items a client can be shown.
-        logits = outputs["item_logits"]
-        logits = tf.where(tf.range(tf.shape(logits)[1]) < RESERVED_IDS,
-                          tf.cast(-1e9, logits.dtype), logits)
+        logits = exclude_leading_ids(outputs["item_logits"], RESERVED_IDS)
         k = min(int(k), self.dspnet_config.item_vocab_size - RESERVED_IDS)
         scores, ids = tf.math.top_k(logits, k=k)
         return {
