@@ -58,6 +58,12 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
 ABLATIONS["gru_items_scene_attribute"] = {**ABLATIONS["gru_items"], **ABLATIONS["scene_attribute"]}
 # Our extension, on by default with the softmax item loss: without the repeat pointer.
 ABLATIONS["no_repeat"] = {"repeat_pointer": False}
+# On a log with one real scene, keep the scene branch that `reduce_single_scene` would drop.
+ABLATIONS["keep_single_scene"] = {"reduce_single_scene": False}
+
+# What `reduce_single_scene` switches on a log with at most one real scene (see `resolved`).
+SINGLE_SCENE_REDUCTION: Dict[str, Any] = {
+    "use_scene_network": False, "scene_real_only": True, "ccr_weighting": "uniform"}
 
 
 # Baselines built from the same layers: name -> the switches that make them.
@@ -153,6 +159,14 @@ class DSPnetConfig:
         (`RepeatPointer`, our extension: repeat consumption and cross-scene returns). The
         mixture needs the full softmax's normaliser, so None (the default) means "on with
         item_loss='softmax', off with sampled BCE"; True with sampled BCE is refused.
+      reduce_single_scene: on a log with at most one real scene (`scene_vocab_size` <= 3, e.g.
+        MovieLens), build the model the scene parts reduce to (`resolved`): a constant scene
+        sequence carries no information, so the scene network and SFE are dropped (z = h_V),
+        the next-scene softmax covers the real scene only (its loss is exactly zero and the
+        served distribution is 1 on that scene) and CCR's context weights, which would compare
+        identical scene contexts, become uniform (plain InfoNCE). The item network, the repeat
+        pointer and CCR stay. On by default; False keeps every part (ablation
+        "keep_single_scene"). No effect with two or more real scenes.
       target_scene_conditioning: condition the item head on the scene the list is shown in.
       target_scene_dropout: probability of hiding the target scene in training, so the model
         also answers requests that do not know it.
@@ -199,6 +213,7 @@ class DSPnetConfig:
     prior_components: int = 4
     discriminator_hidden: int = 64
     repeat_pointer: Optional[bool] = None
+    reduce_single_scene: bool = True
     target_scene_conditioning: bool = False
     target_scene_dropout: float = 0.5
     seed: int = 0
@@ -252,6 +267,22 @@ class DSPnetConfig:
         if self.repeat_pointer is None:
             return self.item_loss == "softmax"
         return bool(self.repeat_pointer)
+
+    @property
+    def real_scene_count(self) -> int:
+        """Scene ids a log can carry besides padding and the OOV bucket."""
+        return max(0, self.scene_vocab_size - RESERVED_IDS)
+
+    def resolved(self) -> "DSPnetConfig":
+        """The configuration the model is built from: `reduce_single_scene` applied.
+
+        With at most one real scene and `reduce_single_scene` on, the switches of
+        SINGLE_SCENE_REDUCTION; otherwise this configuration unchanged. Idempotent, so a saved
+        (resolved) configuration reloads to the same model.
+        """
+        if not self.reduce_single_scene or self.real_scene_count > 1:
+            return self
+        return self.replace(**SINGLE_SCENE_REDUCTION)
 
     @property
     def ccr_view_events(self) -> int:

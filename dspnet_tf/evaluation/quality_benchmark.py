@@ -158,8 +158,9 @@ def train_and_score(name: str, seed: int, split: LeaveOneOutSplit, settings: Dic
         ranks = rank_last_events(model, *split.test, max_len=max_len)
         return {"per_user": _per_user(ranks), "curve": [], "wall_seconds": time.time() - started,
                 "timing": {"seconds_to_best": 0.0, "best_epoch": 0, "seconds_per_epoch": 0.0}}
+    config = model_config(name, split, settings["overrides"])
     result = fit_with_early_stopping(
-        model_config(name, split, settings["overrides"]), split, epochs=settings["epochs"],
+        config, split, epochs=settings["epochs"],
         patience=settings["patience"], batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"], seed=seed,
         model_factory=BERT4Rec if name == "bert4rec" else DSPnet,
@@ -172,7 +173,10 @@ def train_and_score(name: str, seed: int, split: LeaveOneOutSplit, settings: Dic
         "timing": {"seconds_to_best": result["seconds_to_best"],
                    "best_epoch": result["best_epoch"],
                    "seconds_per_epoch": history[-1]["seconds"] / len(history),
-                   "best_valid_ndcg@10": result["valid"]["valid_ndcg@10"]},
+                   "best_valid_ndcg@10": result["valid"]["valid_ndcg@10"],
+                   # Whether the one-real-scene reduction (`reduce_single_scene`) built the model.
+                   "single_scene_reduced": getattr(result["model"], "dspnet_config",
+                                                   config) != config},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
@@ -34,6 +35,8 @@ from dspnet_tf.losses.next_event import (
     sampled_bce_loss,
 )
 from dspnet_tf.optimizers import build_optimizer
+
+_LOG = logging.getLogger(__name__)
 
 ITEM_IDS = "item_ids"
 SCENE_IDS = "scene_ids"
@@ -93,7 +96,16 @@ class DSPnet(tf.keras.Model):
         super().__init__(**kwargs)
         if not isinstance(config, DSPnetConfig):
             config = DSPnetConfig.from_dict(dict(config))
-        self.dspnet_config = config
+        resolved = config.resolved()
+        if resolved != config:
+            _LOG.info(
+                "DSPnet: the scene vocabulary has %d real scene(s), so the scene network, SFE "
+                "and CCR's context weights carry no information and are left out "
+                "(reduce_single_scene; pass reduce_single_scene=False to keep them).",
+                config.real_scene_count)
+        # The configuration of the model that exists: get_config saves it, and it reloads to
+        # the same model (`resolved` is idempotent).
+        self.dspnet_config = config = resolved
         c = config
         if c.encoder == "gru":
             self.item_encoder = GRUSequenceEncoder(

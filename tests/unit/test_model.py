@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from dspnet_tf import ABLATIONS, ConfigError, DSPnet, DSPnetConfig
+from dspnet_tf.config import SINGLE_SCENE_REDUCTION
 from dspnet_tf.data import make_dataset
 
 RNG = np.random.default_rng(3)
@@ -275,6 +276,44 @@ def test_get_config_round_trip_and_savedmodel_round_trip(tmp_path):
     # The loaded model keeps training with its own train_step.
     loaded.compile(optimizer="adam")
     assert np.isfinite(loaded.train_on_batch(data, return_dict=True)["loss"])
+
+
+def test_one_real_scene_builds_the_model_the_scene_parts_reduce_to(tmp_path):
+    # MovieLens-like log: every event in the one real scene (id 2; 3 ids with padding and OOV).
+    one_scene = small_config(scene_vocab_size=3)
+    model = built(one_scene)
+    assert model.dspnet_config == one_scene.replace(**SINGLE_SCENE_REDUCTION)
+    assert model.fusion is None and model.context_weighting is None
+    assert model.augmenter is not None and model.repeat_pointer is None  # CCR stays
+    # Two or more real scenes, or the switch off: the configuration is built as given.
+    assert small_config().resolved() == small_config()
+    assert small_config(scene_vocab_size=4).resolved() == small_config(scene_vocab_size=4)
+    kept = small_config(scene_vocab_size=3, reduce_single_scene=False)
+    assert kept.resolved() == kept and built(kept).fusion is not None
+
+    data = batch()
+    data["scene_ids"] = tf.where(data["item_ids"] > 0, 2, 0)
+    # z is the item network's output alone, and the next scene is certain.
+    encoded = model.encode(data["item_ids"], data["scene_ids"], training=False)
+    assert encoded["scene_states"] is None
+    items_only = model.item_encoder(data["item_ids"], padding_mask=data["item_ids"] > 0,
+                                    training=False)
+    valid = (data["item_ids"] > 0).numpy()
+    np.testing.assert_allclose(encoded["z"].numpy()[valid], items_only.numpy()[valid], atol=1e-6)
+    scene_probabilities = tf.nn.softmax(model(data)["scene_logits"]).numpy()
+    np.testing.assert_allclose(scene_probabilities[:, 2], 1.0, atol=1e-6)
+    sequences = tf.concat([data["item_ids"], data["item_ids"][:, :1]], axis=1)
+    scenes = tf.concat([data["scene_ids"], data["scene_ids"][:, :1]], axis=1)
+    assert float(model.compute_losses(sequences, scenes)["scene_loss"]) == 0.0
+
+    # The saved (resolved) configuration reloads to the same model.
+    model.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0)
+    path = str(tmp_path / "one_scene")
+    model.save(path)
+    loaded = tf.keras.models.load_model(path)
+    assert loaded.dspnet_config == model.dspnet_config and loaded.fusion is None
+    np.testing.assert_array_equal(loaded(data)["item_logits"].numpy(),
+                                  model(data)["item_logits"].numpy())
 
 
 def test_input_errors_name_the_problem():
