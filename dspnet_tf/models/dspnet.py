@@ -101,7 +101,7 @@ class DSPnet(tf.keras.Model):
             _LOG.info(
                 "DSPnet: the scene vocabulary has %d real scene(s), so the scene network, SFE "
                 "and CCR's context weights carry no information and are left out "
-                "(reduce_single_scene; pass reduce_single_scene=False to keep them).",
+                "(reduce_single_scene=True).",
                 config.real_scene_count)
         # The configuration of the model that exists: get_config saves it, and it reloads to
         # the same model (`resolved` is idempotent).

@@ -280,15 +280,17 @@ def test_get_config_round_trip_and_savedmodel_round_trip(tmp_path):
 
 def test_one_real_scene_builds_the_model_the_scene_parts_reduce_to(tmp_path):
     # MovieLens-like log: every event in the one real scene (id 2; 3 ids with padding and OOV).
-    one_scene = small_config(scene_vocab_size=3)
+    one_scene = small_config(scene_vocab_size=3).with_ablation("single_scene_reduced")
     model = built(one_scene)
     assert model.dspnet_config == one_scene.replace(**SINGLE_SCENE_REDUCTION)
     assert model.fusion is None and model.context_weighting is None
     assert model.augmenter is not None and model.repeat_pointer is None  # CCR stays
-    # Two or more real scenes, or the switch off: the configuration is built as given.
-    assert small_config().resolved() == small_config()
-    assert small_config(scene_vocab_size=4).resolved() == small_config(scene_vocab_size=4)
-    kept = small_config(scene_vocab_size=3, reduce_single_scene=False)
+    # Two or more real scenes, or the switch off (the default): built as given.
+    for many in (small_config(reduce_single_scene=True),
+                 small_config(scene_vocab_size=4, reduce_single_scene=True)):
+        assert many.resolved() == many
+    kept = small_config(scene_vocab_size=3)
+    assert not kept.reduce_single_scene
     assert kept.resolved() == kept and built(kept).fusion is not None
 
     data = batch()
