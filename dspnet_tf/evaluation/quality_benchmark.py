@@ -175,8 +175,7 @@ def train_and_score(name: str, seed: int, split: LeaveOneOutSplit, settings: Dic
                    "seconds_per_epoch": history[-1]["seconds"] / len(history),
                    "best_valid_ndcg@10": result["valid"]["valid_ndcg@10"],
                    # Whether the one-real-scene reduction (`reduce_single_scene`) built the model.
-                   "single_scene_reduced": getattr(result["model"], "dspnet_config",
-                                                   config) != config},
+                   "single_scene_reduced": config.resolved() != config},
     }
 
 
