@@ -174,7 +174,7 @@ def train_and_score(name: str, seed: int, split: LeaveOneOutSplit, settings: Dic
                    "best_epoch": result["best_epoch"],
                    "seconds_per_epoch": history[-1]["seconds"] / len(history),
                    "best_valid_ndcg@10": result["valid"]["valid_ndcg@10"],
-                   # Whether the one-real-scene reduction (`reduce_single_scene`) built the model.
+                   # Whether the one-real-scene reduction (`reduce_single_scene`) applies to the run.
                    "single_scene_reduced": config.resolved() != config},
     }
 
