@@ -100,7 +100,7 @@ class DSPnet(tf.keras.Model):
         if resolved != config:
             _LOG.info(
                 "DSPnet: the scene vocabulary has %d real scene(s), so the scene network, SFE "
-                "and CCR's context weights carry no information and are left out "
+                "and CCR carry no scene information and are left out "
                 "(reduce_single_scene=True).",
                 config.real_scene_count)
         # The configuration of the model that exists: get_config saves it, and it reloads to

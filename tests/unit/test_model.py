@@ -284,7 +284,7 @@ def test_one_real_scene_builds_the_model_the_scene_parts_reduce_to(tmp_path):
     model = built(one_scene)
     assert model.dspnet_config == one_scene.replace(**SINGLE_SCENE_REDUCTION)
     assert model.fusion is None and model.context_weighting is None
-    assert model.augmenter is not None and model.repeat_pointer is None  # CCR stays
+    assert model.augmenter is None and model.repeat_pointer is None  # CCR goes too
     # Two or more real scenes, or the switch off (the default): built as given.
     for many in (small_config(reduce_single_scene=True),
                  small_config(scene_vocab_size=4, reduce_single_scene=True)):
@@ -306,7 +306,8 @@ def test_one_real_scene_builds_the_model_the_scene_parts_reduce_to(tmp_path):
     np.testing.assert_allclose(scene_probabilities[:, 2], 1.0, atol=1e-6)
     sequences = tf.concat([data["item_ids"], data["item_ids"][:, :1]], axis=1)
     scenes = tf.concat([data["scene_ids"], data["scene_ids"][:, :1]], axis=1)
-    assert float(model.compute_losses(sequences, scenes)["scene_loss"]) == 0.0
+    losses = model.compute_losses(sequences, scenes)
+    assert float(losses["scene_loss"]) == 0.0 and "ccr_loss" not in losses
 
     # The saved (resolved) configuration reloads to the same model.
     model.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0)
