@@ -15,9 +15,14 @@ import os
 import sys
 import time
 
-import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
+# Run as a script, this file's folder comes first on sys.path, and benchmarks/serving.py would
+# shadow the `serving` package this script reads the pushed model's versions from.
+sys.path[:] = [p for p in sys.path
+               if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-from dspnet_tf.evaluation.saved_model_scoring import score_example_files
+import dspnet_tf  # noqa: F401,E402  (Keras 2 before TensorFlow)
+
+from dspnet_tf.evaluation.saved_model_scoring import score_example_files  # noqa: E402
 
 
 def main(argv=None) -> int:
