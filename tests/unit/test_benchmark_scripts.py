@@ -1,0 +1,44 @@
+"""Benchmark scripts run as `python benchmarks/<name>.py` can import the `serving` package.
+
+Run as a script, a file's own folder comes first on sys.path, so `benchmarks/serving.py` would
+shadow the `serving` package for every script in that folder that imports it (this stopped
+`pipeline_parity.py` at import once). The check runs each such script's module level the way
+`python benchmarks/<name>.py` does, then imports from `serving`, in one subprocess.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_CHECK = """
+import runpy, sys
+script = sys.argv[1]
+sys.path.insert(0, __import__("os").path.dirname(script))  # what `python script` puts first
+runpy.run_path(script)  # module level only: run_name is not __main__
+sys.modules.pop("serving", None)  # forget any earlier module of that name
+import serving.model_manager  # fails if the script's folder still shadows the package
+print("ok", script)
+"""
+
+
+def scripts_importing_serving():
+    found = []
+    for path in sorted(glob.glob(os.path.join(REPO, "benchmarks", "*.py"))):
+        with open(path) as handle:
+            if "from serving" in handle.read():
+                found.append(path)
+    return found
+
+
+def test_benchmark_scripts_that_import_serving_see_the_package():
+    scripts = scripts_importing_serving()
+    assert {os.path.basename(path) for path in scripts} >= {"pipeline_parity.py", "serving.py"}
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    for script in scripts:
+        result = subprocess.run([sys.executable, "-c", _CHECK, script], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{script}:\n{result.stderr[-2000:]}"
+        assert f"ok {script}" in result.stdout
