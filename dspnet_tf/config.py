@@ -63,9 +63,8 @@ ABLATIONS["no_repeat"] = {"repeat_pointer": False}
 ABLATIONS["single_scene_reduced"] = {"reduce_single_scene": True}
 
 # What `reduce_single_scene` switches on a log with at most one real scene (see `resolved`).
-# CCR goes too: its conditioning compares scene contexts, which are identical on such a log, and
-# as plain InfoNCE it slowed MovieLens-100K training (benchmarks/QUALITY.md). What is left is
-# SASRec's item network plus the repeat pointer.
+# CCR goes too: its conditioning compares scene contexts, which are identical on such a log.
+# What is left is SASRec's item network plus the repeat pointer (benchmarks/QUALITY.md).
 SINGLE_SCENE_REDUCTION: Dict[str, Any] = {
     "use_scene_network": False, "scene_real_only": True, "ccr_weighting": "uniform",
     "use_ccr": False}
@@ -171,9 +170,9 @@ class DSPnetConfig:
         served distribution is 1 on that scene) and CCR, whose context weights would compare
         identical scene contexts, is left out. The item network and the repeat pointer stay
         (SASRec plus the pointer); each epoch is cheaper. No effect with two or more real
-        scenes. Off by default (ablation "single_scene_reduced"; QUALITY.md has its MovieLens
-        runs; an earlier form that kept CCR as plain InfoNCE lowered validation NDCG@10 over
-        ten MovieLens-100K seeds, 0.0629 against 0.0655 with every part kept).
+        scenes. Off by default (ablation "single_scene_reduced"): on MovieLens-100K it did not
+        raise validation NDCG@10 (ten seeds: 0.0632 against 0.0655 with every part kept),
+        nor did an earlier form that kept CCR as plain InfoNCE (ten seeds: 0.0629); QUALITY.md.
       target_scene_conditioning: condition the item head on the scene the list is shown in.
       target_scene_dropout: probability of hiding the target scene in training, so the model
         also answers requests that do not know it.
