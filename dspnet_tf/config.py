@@ -66,8 +66,7 @@ ABLATIONS["single_scene_reduced"] = {"reduce_single_scene": True}
 # CCR goes too: its conditioning compares scene contexts, which are identical on such a log.
 # What is left is SASRec's item network plus the repeat pointer (benchmarks/QUALITY.md).
 SINGLE_SCENE_REDUCTION: Dict[str, Any] = {
-    "use_scene_network": False, "scene_real_only": True, "ccr_weighting": "uniform",
-    "use_ccr": False}
+    "use_scene_network": False, "scene_real_only": True, "use_ccr": False}
 
 
 # Baselines built from the same layers: name -> the switches that make them.
