@@ -1,8 +1,8 @@
 """The Python gRPC transport floor: a round trip that runs no model, per server style.
 
-`benchmarks/serving.py` compares a gRPC Predict against calling the SavedModel in-process. Part
-of the difference is the transport itself: a request over loopback, through gRPC's C core and the
-Python bindings on both ends. This script measures that part alone, for the server styles Python
+`benchmarks/serving_latency.py` compares a gRPC Predict against calling the SavedModel
+in-process. Part of the difference is the transport itself: a request over loopback, through
+gRPC's C core and the Python bindings on both ends. This script measures that part alone, for the server styles Python
 gRPC offers, so the choice of server style rests on a measurement:
 
 - `sync`: `grpc.server` with a thread pool (what `dspnet serve` uses);
@@ -28,9 +28,6 @@ import time
 from concurrent import futures
 from typing import Dict, List
 
-# Run as a script, this file's folder comes first on sys.path and would shadow packages.
-sys.path[:] = [p for p in sys.path
-               if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the protos import TensorFlow's
 
 import grpc  # noqa: E402

@@ -23,9 +23,6 @@ import subprocess
 import sys
 from typing import Dict
 
-sys.path[:] = [p for p in sys.path
-               if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 
 def child(items: int, batch: int, max_len: int, steps: int, optimizer: str) -> Dict[str, float]:
     """One catalog size: time `steps` training steps after warm-up; report peak RSS."""

@@ -15,10 +15,6 @@ import os
 import sys
 import time
 
-# Run as a script, this file's folder comes first on sys.path, and benchmarks/serving.py would
-# shadow the `serving` package this script reads the pushed model's versions from.
-sys.path[:] = [p for p in sys.path
-               if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import dspnet_tf  # noqa: F401,E402  (Keras 2 before TensorFlow)
 

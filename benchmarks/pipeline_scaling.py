@@ -26,8 +26,6 @@ import tempfile
 import time
 from typing import Dict, List
 
-sys.path[:] = [p for p in sys.path
-               if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 DEFAULT_BEAM_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 SCENES = ("feed", "search", "live", "favorites", "cart", "messages")

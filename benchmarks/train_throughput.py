@@ -28,8 +28,6 @@ import sys
 import time
 from typing import Dict
 
-sys.path[:] = [p for p in sys.path
-               if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import dspnet_tf  # noqa: F401,E402  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402

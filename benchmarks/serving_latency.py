@@ -7,8 +7,8 @@ see the same load on a shared machine. The server runs in its own process (`dspn
 serve`), as it would in production; clients are threads of this process. Prints and saves JSON
 and Markdown.
 
-    .venv/bin/python benchmarks/serving.py --out benchmarks/results/serving
-    .venv/bin/python benchmarks/serving.py --model-base-path demo-out/pipeline/serving/dspnet ...
+    .venv/bin/python benchmarks/serving_latency.py --out benchmarks/results/serving
+    .venv/bin/python benchmarks/serving_latency.py --model-base-path demo-out/pipeline/serving/dspnet ...
 
 Without --model-base-path it exports an untrained DSPnet of the default configuration
 (2,000 items, 6 scenes, L=50, d=64): latency does not depend on what the weights learned.
@@ -27,10 +27,6 @@ import threading
 import time
 from typing import Callable, Dict, List
 
-# Run as a script, this file's folder comes first on sys.path and its own name would shadow the
-# `serving` package it measures.
-sys.path[:] = [p for p in sys.path
-               if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import dspnet_tf  # noqa: F401,E402  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
