@@ -61,6 +61,10 @@ ABLATIONS["no_repeat"] = {"repeat_pointer": False}
 # Our option, off by default (measured: benchmarks/QUALITY.md): on a log with one real scene,
 # build the model the scene parts reduce to (`reduce_single_scene`).
 ABLATIONS["single_scene_reduced"] = {"reduce_single_scene": True}
+# A diagnostic, off by default: the reduction without the repeat pointer, i.e. what DSPnet would
+# build on a log with one real scene and no repeats (MovieLens-100K) if both parts stepped aside.
+ABLATIONS["single_scene_reduced_no_repeat"] = {**ABLATIONS["single_scene_reduced"],
+                                               **ABLATIONS["no_repeat"]}
 
 # What `reduce_single_scene` switches on a log with at most one real scene (see `resolved`).
 # CCR goes too: its conditioning compares scene contexts, which are identical on such a log.

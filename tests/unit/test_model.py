@@ -278,6 +278,17 @@ def test_get_config_round_trip_and_savedmodel_round_trip(tmp_path):
     assert np.isfinite(loaded.train_on_batch(data, return_dict=True)["loss"])
 
 
+def test_the_reduction_without_the_pointer_is_sasrecs_item_network_alone():
+    one_scene = small_config(scene_vocab_size=3, item_loss="softmax", use_adversarial=False)
+    assert built(one_scene.with_ablation("single_scene_reduced")).repeat_pointer is not None
+    model = built(one_scene.with_ablation("single_scene_reduced_no_repeat"))
+    assert model.repeat_pointer is None and model.fusion is None and model.augmenter is None
+    assert model.context_weighting is None and model.dspnet_config.alpha == 1.0
+    sasrec = one_scene.as_baseline("sasrec")
+    assert (model.dspnet_config.use_scene_network, model.dspnet_config.use_ccr) == (
+        sasrec.use_scene_network, sasrec.use_ccr)
+
+
 def test_one_real_scene_builds_the_model_the_scene_parts_reduce_to(tmp_path):
     # MovieLens-like log: every event in the one real scene (id 2; 3 ids with padding and OOV).
     one_scene = small_config(scene_vocab_size=3).with_ablation("single_scene_reduced")
