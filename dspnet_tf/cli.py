@@ -50,7 +50,7 @@ def _train_toy(args: argparse.Namespace):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from dspnet_tf import DSPnet, DSPnetConfig  # pylint: disable=import-outside-toplevel
-    from dspnet_tf.data import make_dataset  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.data import make_dataset, repeat_target_share  # pylint: disable=import-outside-toplevel
     from dspnet_tf.evaluation import evaluate_last_events  # pylint: disable=import-outside-toplevel
 
     data = _toy_data(args.dataset, args.users, args.seed)
@@ -65,6 +65,7 @@ def _train_toy(args: argparse.Namespace):
         scene_dim=8,
         dropout=0.1,
         item_loss=args.item_loss,
+        training_repeat_share=repeat_target_share(train[0]),
         seed=args.seed,
     )
     tf.keras.utils.set_random_seed(args.seed)

@@ -10,11 +10,12 @@ from typing import Any, Dict, List
 import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_transform as tft
+from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from dspnet_tf import DSPnet, DSPnetConfig
-from dspnet_tf.data.sequences import batch_by_history_length
+from dspnet_tf.data.sequences import batch_by_history_length, repeat_target_share
 from dspnet_tf.distribution import strategy_scope
 from dspnet_tf.export import export_serving_model
 from dspnet_tf.optimizers import LazyAdam
@@ -85,6 +86,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     scene_tokens = _tokens(tft_output, features.SCENE_VOCAB)
     config = DSPnetConfig(item_vocab_size=len(item_tokens), scene_vocab_size=len(scene_tokens),
                           **custom)
+    if config.uses_repeat_pointer and config.repeat_pointer is None:
+        # The default pointer depends on whether the training log has repeats to copy: one
+        # pass over the transformed training examples (only when the answer matters).
+        plain = _dataset(fn_args, fn_args.train_files, tft_output, train_options["batch_size"], 1)
+        share = repeat_target_share(row for batch in plain.as_numpy_iterator()
+                                    for row in batch[features.ITEM_IDS])
+        config = config.replace(training_repeat_share=share)
+        logging.info("training repeat share %.4f: repeat pointer %s", share,
+                     "on" if config.uses_repeat_pointer else "off")
 
     by_length = train_options["batch_by_length"]
     if not isinstance(by_length, bool):  # bool("false") would be True

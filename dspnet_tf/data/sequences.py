@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from dspnet_tf.config import example_length
+from dspnet_tf.config import RESERVED_IDS, example_length
 
 
 def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
@@ -19,6 +19,27 @@ def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
             raise ValueError(f"sequence {row} has a negative id {int(tail.min())}; ids must be >= 0")
         out[row, max_len - tail.size:] = tail
     return out
+
+
+def repeat_target_share(item_sequences: Iterable[Sequence[int]]) -> float:
+    """Share of next events whose item the same user met earlier: repeat consumption.
+
+    Every event after a sequence's first is a next-event target; it repeats when its item id
+    occurs earlier in that sequence. Padding and the OOV bucket (ids below RESERVED_IDS) are
+    neither targets nor history, so left-padded rows and raw sequences give the same share.
+    0.0 when there is no target. Sets DSPnetConfig.training_repeat_share.
+    """
+    repeats = targets = 0
+    for sequence in item_sequences:
+        seen = set()
+        for item in np.asarray(sequence, dtype=np.int64).tolist():
+            if item < RESERVED_IDS:
+                continue
+            if seen:
+                targets += 1
+                repeats += item in seen
+            seen.add(item)
+    return repeats / targets if targets else 0.0
 
 
 def make_dataset(

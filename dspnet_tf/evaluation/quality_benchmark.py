@@ -23,6 +23,7 @@ import numpy as np
 
 from dspnet_tf.config import ABLATIONS, BASELINES, PRIORS, DSPnetConfig
 from dspnet_tf.data.event_log import EventLog, load_movielens_100k, read_event_log
+from dspnet_tf.data.sequences import repeat_target_share
 from dspnet_tf.data.splits import LeaveOneOutSplit, leave_one_out
 from dspnet_tf.evaluation.ranking import ranking_metrics
 
@@ -53,8 +54,9 @@ MAX_DEFAULT_WORKERS = 4
 
 def model_config(name: str, split: LeaveOneOutSplit, overrides: Dict[str, Any]) -> DSPnetConfig:
     """The DSPnetConfig behind a benchmark model name (dspnet, a baseline, dspnet_<ablation>)."""
+    facts = {"training_repeat_share": repeat_target_share(split.train[0])}
     base = DSPnetConfig(item_vocab_size=len(split.item_vocab),
-                        scene_vocab_size=len(split.scene_vocab), **overrides)
+                        scene_vocab_size=len(split.scene_vocab), **{**facts, **overrides})
     if name == "dspnet":
         return base
     if name == "bert4rec":  # shares SASRec's widths; BERT4Rec itself has no scene network
@@ -175,7 +177,9 @@ def train_and_score(name: str, seed: int, split: LeaveOneOutSplit, settings: Dic
                    "seconds_per_epoch": history[-1]["seconds"] / len(history),
                    "best_valid_ndcg@10": result["valid"]["valid_ndcg@10"],
                    # Whether the one-real-scene reduction (`reduce_single_scene`) applies to the run.
-                   "single_scene_reduced": config.resolved() != config},
+                   "single_scene_reduced": config.resolved() != config,
+                   # Whether the model has the repeat pointer (it depends on the log's repeats).
+                   "repeat_pointer": config.uses_repeat_pointer},
     }
 
 

@@ -1,7 +1,9 @@
 """The quality benchmark's outputs: results.json shape, oracle row, significance, files."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from dspnet_tf.data.event_log import read_event_log
@@ -127,6 +129,23 @@ def test_the_prior_is_off_in_dspnet_and_on_in_its_ablation_and_every_prior_study
     priors = {name: model_config(name, split, {}) for name in PRIOR_MODELS}
     assert all(config.use_adversarial for config in priors.values())
     assert sorted(config.prior for config in priors.values()) == ["gaussian", "laplace", "mixture"]
+
+
+def test_the_pointer_follows_the_training_logs_repeats(world_dir):
+    log = read_event_log(str(world_dir / "events.csv"))
+    split = leave_one_out(log)
+    softmax = {"item_loss": "softmax"}
+    assert model_config("dspnet", split, softmax).training_repeat_share > 0.01  # world returns
+    assert model_config("dspnet", split, softmax).uses_repeat_pointer
+    # The same users with every item of a history made distinct (as on MovieLens-100K):
+    # nothing to copy, so the default DSPnet leaves the pointer out; explicit switches stay.
+    distinct = leave_one_out(dataclasses.replace(
+        log, item_ids=np.array([f"{u}:{k}" for k, u in enumerate(log.user_ids)])))
+    assert model_config("dspnet", distinct, softmax).training_repeat_share == 0.0
+    assert not model_config("dspnet", distinct, softmax).uses_repeat_pointer
+    assert model_config("sasrec_repeat", distinct, softmax).uses_repeat_pointer
+    assert model_config("dspnet", distinct, {**softmax, "training_repeat_share": 0.5}
+                        ).uses_repeat_pointer
 
 
 def test_a_sweep_needs_a_scene_world(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from dspnet_tf import ConfigError, DSPnet, DSPnetConfig
-from dspnet_tf.data import make_dataset
+from dspnet_tf.config import REPEAT_POINTER_MIN_SHARE
+from dspnet_tf.data import make_dataset, repeat_target_share
 from dspnet_tf.evaluation import evaluate_last_events
 from dspnet_tf.layers import RepeatPointer
 from dspnet_tf.layers.repeat_pointer import mixture_log_probs, target_log_likelihood
@@ -128,6 +129,46 @@ def test_the_pointer_is_on_with_the_softmax_loss_unless_switched_off_and_needs_i
     assert _config(repeat_pointer=None).as_baseline("sasrec_repeat").uses_repeat_pointer
     with pytest.raises(ConfigError, match="repeat_pointer.*item_loss='softmax'"):
         _config(item_loss="sampled_bce")
+
+
+def test_the_default_pointer_is_left_out_of_a_log_without_repeats():
+    # None = the log's repeats are unknown (a Keras user's own config): the pointer stays on.
+    assert _config(repeat_pointer=None, training_repeat_share=None).uses_repeat_pointer
+    assert _config(repeat_pointer=None, training_repeat_share=REPEAT_POINTER_MIN_SHARE
+                   ).uses_repeat_pointer
+    assert not _config(repeat_pointer=None, training_repeat_share=0.0).uses_repeat_pointer
+    assert not _config(repeat_pointer=None, training_repeat_share=0.5,
+                       item_loss="sampled_bce").uses_repeat_pointer
+    # An explicit switch wins over the data (sasrec_repeat on MovieLens keeps its pointer).
+    assert _config(repeat_pointer=True, training_repeat_share=0.0).uses_repeat_pointer
+    assert _config(repeat_pointer=None, training_repeat_share=0.0
+                   ).as_baseline("sasrec_repeat").uses_repeat_pointer
+    with pytest.raises(ConfigError, match="training_repeat_share"):
+        _config(training_repeat_share=1.5)
+    kept = _config(repeat_pointer=None, training_repeat_share=0.0)
+    assert DSPnetConfig.from_json(kept.to_json()) == kept
+    assert DSPnet(kept).repeat_pointer is None
+
+
+def _numpy_repeat_share(sequences):
+    """Reference: per target position, is the item among the earlier real ids of its row."""
+    repeats = targets = 0
+    for row in sequences:
+        real = [int(v) for v in row if v >= 2]
+        for t in range(1, len(real)):
+            targets += 1
+            repeats += real[t] in real[:t]
+    return repeats / targets if targets else 0.0
+
+
+def test_repeat_target_share_counts_next_events_already_in_the_users_history():
+    assert repeat_target_share([[2, 3, 2, 4, 3]]) == pytest.approx(2 / 4)
+    # Left padding (0) and the OOV bucket (1) are neither targets nor history.
+    assert repeat_target_share(np.array([[0, 0, 2, 3, 2], [0, 1, 1, 5, 6]])) == pytest.approx(1 / 3)
+    assert repeat_target_share([[7], [], [0, 0]]) == 0.0
+    rng = np.random.default_rng(3)
+    rows = [rng.integers(0, 12, size=rng.integers(0, 15)) for _ in range(200)]
+    assert repeat_target_share(rows) == pytest.approx(_numpy_repeat_share(rows))
 
 
 @pytest.mark.parametrize("baseline", [None, "sasrec_repeat"])
