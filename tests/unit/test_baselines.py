@@ -97,9 +97,12 @@ def test_scoring_in_length_sorted_batches_equals_scoring_each_history_padded_to_
     # max_len) keep their last max_len events.
     # The benchmark's own name -> config mapping (bert4rec shares SASRec's widths).
     base = base_config(item_loss="softmax").to_dict()
+    # A training log with repeats, so the default DSPnet keeps its pointer.
     vocabularies = SimpleNamespace(item_vocab=range(base.pop("item_vocab_size")),
-                                   scene_vocab=range(base.pop("scene_vocab_size")))
+                                   scene_vocab=range(base.pop("scene_vocab_size")),
+                                   train=([[2, 3, 2]], [[2, 2, 2]]))
     config = model_config(name, vocabularies, base)
+    assert config.uses_repeat_pointer == (name in ("dspnet", "sasrec_repeat"))
     model = BERT4Rec(config) if name == "bert4rec" else DSPnet(config)
     lengths = [12, 9, 7, 2, 3, 5, 2, 4, 6, 3]
     sequences_i = [list(RNG.integers(2, 25, size=n)) for n in lengths]
