@@ -173,12 +173,12 @@ class DSPnetConfig:
         is known and below REPEAT_POINTER_MIN_SHARE; True with sampled BCE is refused.
       training_repeat_share: share of the training log's next events that repeat an item of
         the same user's earlier history (`dspnet_tf.data.repeat_target_share`), a fact about
-        the data that the builders fill in (the quality benchmark, the TFX Trainer); None when
-        unknown. A pointer has nothing to copy on a log without repeats (MovieLens-100K: 0
-        of 97,171; the default scene world: 39.8 %), and there it cost accuracy: over ten
-        pre-registered MovieLens-100K seeds DSPnet without it scored validation NDCG@10
-        0.0668 against 0.0655 with it (benchmarks/QUALITY.md). So a None `repeat_pointer`
-        leaves it out below REPEAT_POINTER_MIN_SHARE.
+        the data that the builders fill in (the quality benchmark, `dspnet train`, the TFX
+        Trainer); None when unknown. A pointer has nothing to copy on a log without repeats
+        (MovieLens-100K: 0 of 97,171; the default scene world: 39.8 %), and there it cost
+        accuracy: over ten pre-registered MovieLens-100K seeds DSPnet without it scored
+        validation NDCG@10 0.0668 against 0.0655 with it (benchmarks/QUALITY.md). So a None
+        `repeat_pointer` leaves it out below REPEAT_POINTER_MIN_SHARE.
       reduce_single_scene: on a log with at most one real scene (`scene_vocab_size` <= 3, e.g.
         MovieLens), build the model the scene parts reduce to (`resolved`): a constant scene
         sequence carries no information, so the scene network and SFE are dropped (z = h_V),

@@ -86,9 +86,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     scene_tokens = _tokens(tft_output, features.SCENE_VOCAB)
     config = DSPnetConfig(item_vocab_size=len(item_tokens), scene_vocab_size=len(scene_tokens),
                           **custom)
-    if config.uses_repeat_pointer and config.repeat_pointer is None:
+    if (config.uses_repeat_pointer and config.repeat_pointer is None
+            and config.training_repeat_share is None):
         # The default pointer depends on whether the training log has repeats to copy: one
-        # pass over the transformed training examples (only when the answer matters).
+        # pass over the transformed training examples (only when the answer matters and
+        # custom_config does not state the share).
         plain = _dataset(fn_args, fn_args.train_files, tft_output, train_options["batch_size"], 1)
         share = repeat_target_share(row for batch in plain.as_numpy_iterator()
                                     for row in batch[features.ITEM_IDS])
