@@ -8,12 +8,14 @@ fewer than 3 events are dropped and counted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from dspnet_tf.data.event_log import EventLog
+from dspnet_tf.data.sequences import repeat_target_share
 
 PAD, OOV = "<pad>", "<oov>"
 MIN_EVENTS = 3
@@ -60,6 +62,14 @@ class LeaveOneOutSplit:
     def train(self) -> Tuple[List[List[int]], List[List[int]]]:
         """Training sequences: all but the last two events."""
         return self._view("train")
+
+    @functools.cached_property
+    def training_repeat_share(self) -> float:
+        """Share of training next events that repeat an item of the user's earlier history.
+
+        Computed once per split (every model a benchmark builds from it reads it).
+        """
+        return repeat_target_share(self.train[0])
 
     @property
     def valid(self) -> Tuple[List[List[int]], List[List[int]]]:

@@ -23,7 +23,6 @@ import numpy as np
 
 from dspnet_tf.config import ABLATIONS, BASELINES, PRIORS, DSPnetConfig
 from dspnet_tf.data.event_log import EventLog, load_movielens_100k, read_event_log
-from dspnet_tf.data.sequences import repeat_target_share
 from dspnet_tf.data.splits import LeaveOneOutSplit, leave_one_out
 from dspnet_tf.evaluation.ranking import ranking_metrics
 
@@ -54,7 +53,7 @@ MAX_DEFAULT_WORKERS = 4
 
 def model_config(name: str, split: LeaveOneOutSplit, overrides: Dict[str, Any]) -> DSPnetConfig:
     """The DSPnetConfig behind a benchmark model name (dspnet, a baseline, dspnet_<ablation>)."""
-    facts = {"training_repeat_share": repeat_target_share(split.train[0])}
+    facts = {"training_repeat_share": split.training_repeat_share}
     base = DSPnetConfig(item_vocab_size=len(split.item_vocab),
                         scene_vocab_size=len(split.scene_vocab), **{**facts, **overrides})
     if name == "dspnet":

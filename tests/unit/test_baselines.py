@@ -100,7 +100,7 @@ def test_scoring_in_length_sorted_batches_equals_scoring_each_history_padded_to_
     # A training log with repeats, so the default DSPnet keeps its pointer.
     vocabularies = SimpleNamespace(item_vocab=range(base.pop("item_vocab_size")),
                                    scene_vocab=range(base.pop("scene_vocab_size")),
-                                   train=([[2, 3, 2]], [[2, 2, 2]]))
+                                   training_repeat_share=0.5)
     config = model_config(name, vocabularies, base)
     assert config.uses_repeat_pointer == (name in ("dspnet", "sasrec_repeat"))
     model = BERT4Rec(config) if name == "bert4rec" else DSPnet(config)
