@@ -29,6 +29,8 @@ CCR_WEIGHTINGS = ("conditional", "uniform")
 CCR_VIEWS = ("augmented", "anchored")
 PRIORS = ("gaussian", "laplace", "mixture")
 FUSIONS = ("concat_mlp", "sum")
+TARGET_SCENE_HEADS = ("concat", "per_scene")
+NEXT_EVENT_MODES = ("unknown", "marginal")
 
 # Named ablations of dspnet-method.md -> the switches they flip (and three named extensions,
 # marked below, run the same way as `dspnet_<name>`).
@@ -59,6 +61,20 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     "gru_items": {"encoder": "gru"},
 }
 ABLATIONS["gru_items_scene_attribute"] = {**ABLATIONS["gru_items"], **ABLATIONS["scene_attribute"]}
+# In-scene forms (benchmarks/QUALITY.md): no target-scene conditioning at all; the concat head
+# instead of the per-scene one; the joint factorisation (the default: always conditioned in
+# training, the next-event answer summed over the predicted next scene).
+ABLATIONS["no_target"] = {"target_scene_conditioning": False}
+ABLATIONS["target_concat"] = {"target_scene_head": "concat"}
+ABLATIONS["joint"] = {"target_scene_dropout": 0.0, "next_event_mode": "marginal"}
+# The other way to answer both tasks: the target hidden in half the training positions, and
+# the head's own "scene unknown" answer for the next event (the baselines' form).
+ABLATIONS["conditioned"] = {"target_scene_dropout": 0.5, "next_event_mode": "unknown"}
+# The target hidden in a fifth of the positions instead of half: more in-scene training signal.
+ABLATIONS["target_dropout_low"] = {"target_scene_dropout": 0.2}
+ABLATIONS["no_pointer_scenes"] = {"pointer_scenes": False}
+ABLATIONS["target_attention"] = {"target_attention": True}
+ABLATIONS["no_target_attention"] = {"target_attention": False}
 # Our extension, on by default with the softmax item loss on a log with repeats (see
 # `training_repeat_share`): without the repeat pointer.
 ABLATIONS["no_repeat"] = {"repeat_pointer": False}
@@ -80,7 +96,15 @@ SINGLE_SCENE_REDUCTION: Dict[str, Any] = {
 # Baselines built from the same layers: name -> the switches that make them.
 # Item-only objective (alpha = 0): the classic single-sequence recommenders.
 _SINGLE_SEQUENCE = {"use_scene_network": False, "use_ccr": False, "use_adversarial": False,
-                    "alpha": 0.0, "repeat_pointer": False}
+                    "alpha": 0.0, "repeat_pointer": False, "target_scene_conditioning": False,
+                    "next_event_mode": "unknown"}
+# The fair baselines: every mechanism of ours that is not about scenes (the repeat pointer), and
+# in the in-scene task the target scene fed to the output through the same head DSPnet uses
+# (the multi-scenario recommenders' idea). Items only (alpha = 0), so the next-event answer is
+# the head's "scene unknown" query, trained by hiding the target scene half of the time.
+_REPEAT = {"repeat_pointer": None}
+_TARGET = {"target_scene_conditioning": True, "target_scene_dropout": 0.5,
+           "next_event_mode": "unknown"}
 BASELINES: Dict[str, Dict[str, Any]] = {
     "sasrec": dict(_SINGLE_SEQUENCE),
     "sasrec_scene": dict(_SINGLE_SEQUENCE, scene_attribute=True),
@@ -89,7 +113,14 @@ BASELINES: Dict[str, Dict[str, Any]] = {
     "gru4rec_scene": dict(_SINGLE_SEQUENCE, encoder="gru", scene_attribute=True),
     # Not in the default table: SASRec with DSPnet's repeat pointer, to tell what the pointer
     # adds from what the scene network adds.
-    "sasrec_repeat": dict(_SINGLE_SEQUENCE, repeat_pointer=True),
+    "sasrec_repeat": dict(_SINGLE_SEQUENCE, **_REPEAT),
+    "gru4rec_repeat": dict(_SINGLE_SEQUENCE, encoder="gru", **_REPEAT),
+    "sasrec_repeat_target": dict(_SINGLE_SEQUENCE, **_REPEAT, **_TARGET),
+    "gru4rec_repeat_target": dict(_SINGLE_SEQUENCE, encoder="gru", **_REPEAT, **_TARGET),
+    # The paper's direct competitor with everything but the second network: the scene as an
+    # attribute of each item, the pointer and the target scene.
+    "sasrec_scene_repeat_target": dict(_SINGLE_SEQUENCE, scene_attribute=True, **_REPEAT,
+                                       **_TARGET),
 }
 
 
@@ -189,9 +220,31 @@ class DSPnetConfig:
         scenes. Off by default (ablation "single_scene_reduced"): on MovieLens-100K it did not
         raise validation NDCG@10 (ten seeds: 0.0632 against 0.0655 with every part kept),
         nor did an earlier form that kept CCR as plain InfoNCE (ten seeds: 0.0629); QUALITY.md.
-      target_scene_conditioning: condition the item head on the scene the list is shown in.
-      target_scene_dropout: probability of hiding the target scene in training, so the model
-        also answers requests that do not know it.
+      target_scene_conditioning: condition the item head on the scene the list is shown in
+        (the in-scene task: every served request comes from a known surface). In training the
+        target is each position's true next scene; a missing or unknown target at inference
+        gets the next-event answer (see next_event_mode).
+      target_scene_head: how the head reads the target scene: "per_scene" (a shared projection
+        plus one per target scene, STAR / PEPNet style) or "concat" (a projection of
+        [z ; e(scene)]); `PredictionHead`.
+      target_scene_dropout: probability of hiding the target scene in training (target "unknown"),
+        so the head also learns a next-event answer of its own (next_event_mode "unknown").
+        0 by default: with the joint factorisation every position trains its in-scene answer.
+      next_event_mode: the answer when no target scene is given (or an unknown one).
+        "marginal" (default, the joint factorisation): sum_s P(s | history) P(item | history, s),
+        the in-scene answers weighed by the scene head's next-scene distribution (needs
+        alpha > 0). "unknown": the head's query for the unknown scene (needs
+        target_scene_dropout > 0 to be trained; the single-sequence baselines, alpha = 0, use
+        it). Measured on the default world, seed 0 (benchmarks/QUALITY.md): in-scene
+        validation NDCG@10 0.3755 (marginal, dropout 0) vs 0.3754 (unknown, dropout 0.5).
+      pointer_scenes: the repeat pointer also reads the scenes (`RepeatPointer`'s num_scenes):
+        a learned bias per pair (target scene, scene of the history event) on its scores and
+        one per target scene on its gate. Part of the scene modelling, so only with the scene
+        network (`uses_pointer_scenes`); ablation "no_pointer_scenes".
+      target_attention: the item head reads the history again through `TargetSceneAttention`,
+        with a query that knows the target scene (DIN-style attention whose target is the
+        surface): each surface picks its own evidence. Needs the scene network and
+        target-scene conditioning (`uses_target_attention`).
       seed: seed of the sampled negatives and augmentations (stateless, per step).
     """
 
@@ -237,8 +290,12 @@ class DSPnetConfig:
     repeat_pointer: Optional[bool] = None
     training_repeat_share: Optional[float] = None
     reduce_single_scene: bool = False
-    target_scene_conditioning: bool = False
-    target_scene_dropout: float = 0.5
+    target_scene_conditioning: bool = True
+    target_scene_head: str = "per_scene"
+    target_scene_dropout: float = 0.0
+    next_event_mode: str = "marginal"
+    pointer_scenes: bool = True
+    target_attention: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -281,6 +338,14 @@ class DSPnetConfig:
         need(self.prior in PRIORS, "prior", f"one of {PRIORS}")
         need(self.fusion in FUSIONS, "fusion", f"one of {FUSIONS}")
         need(self.encoder in ENCODERS, "encoder", f"one of {ENCODERS}")
+        need(self.target_scene_head in TARGET_SCENE_HEADS, "target_scene_head",
+             f"one of {TARGET_SCENE_HEADS}")
+        need(self.next_event_mode in NEXT_EVENT_MODES, "next_event_mode",
+             f"one of {NEXT_EVENT_MODES}")
+        need(not self.uses_marginal_next_event or self.alpha > 0, "next_event_mode",
+             "'marginal' sums the in-scene answers over the scene head's next-scene "
+             "distribution, which alpha = 0 leaves untrained: set next_event_mode='unknown' "
+             "(with target_scene_dropout > 0, so the unknown-scene answer is trained)")
         need(self.training_repeat_share is None or 0.0 <= self.training_repeat_share <= 1.0,
              "training_repeat_share", "must be None or in [0, 1]")
         need(self.repeat_pointer is not True or self.item_loss == "softmax", "repeat_pointer",
@@ -296,20 +361,43 @@ class DSPnetConfig:
         return bool(self.repeat_pointer)
 
     @property
+    def uses_pointer_scenes(self) -> bool:
+        """Whether the repeat pointer reads the scenes (needs the pointer and the scene network)."""
+        return self.pointer_scenes and self.use_scene_network and self.uses_repeat_pointer
+
+    @property
+    def uses_marginal_next_event(self) -> bool:
+        """Whether the next-event answer is the joint factorisation (see next_event_mode)."""
+        return self.target_scene_conditioning and self.next_event_mode == "marginal"
+
+    @property
+    def uses_target_attention(self) -> bool:
+        """Whether the item head reads the history through target-scene attention."""
+        return (self.target_attention and self.use_scene_network
+                and self.target_scene_conditioning)
+
+    @property
     def real_scene_count(self) -> int:
         """Scene ids a log can carry besides padding and the OOV bucket."""
         return max(0, self.scene_vocab_size - RESERVED_IDS)
 
     def resolved(self) -> "DSPnetConfig":
-        """The configuration the model is built from: `reduce_single_scene` applied.
+        """The configuration the model is built from.
 
-        With at most one real scene and `reduce_single_scene` on, the switches of
-        SINGLE_SCENE_REDUCTION; otherwise this configuration unchanged. Idempotent, so a saved
-        (resolved) configuration reloads to the same model.
+        With at most one real scene: target-scene conditioning is left out (the only scene a
+        list can be shown in says nothing, so in-scene is the next-event task, and the model is
+        the one built before conditioning existed), and with `reduce_single_scene` on, the
+        switches of SINGLE_SCENE_REDUCTION. Otherwise this configuration unchanged.
+        Idempotent, so a saved (resolved) configuration reloads to the same model.
         """
-        if not self.reduce_single_scene or self.real_scene_count > 1:
+        if self.real_scene_count > 1:
             return self
-        return self.replace(**SINGLE_SCENE_REDUCTION)
+        config = self
+        if config.target_scene_conditioning:
+            config = config.replace(target_scene_conditioning=False, next_event_mode="unknown")
+        if config.reduce_single_scene:
+            config = config.replace(**SINGLE_SCENE_REDUCTION)
+        return config
 
     @property
     def ccr_view_events(self) -> int:

@@ -43,14 +43,15 @@ class DemoSettings:
     # sampled negative (the quality benchmark's default for the same reason).
     model_config: Dict[str, Any] = dataclasses.field(
         default_factory=lambda: {"item_loss": "softmax"})
-    baselines: tuple = ("sasrec", "sasrec_scene", "most_popular")
+    baselines: tuple = ("sasrec", "sasrec_scene_repeat_target", "most_popular", "scene_popular")
     baseline_epochs: int = 5
     queried_users: int = 2_000
     latency_requests: int = 300
 
     @classmethod
     def tiny(cls) -> "DemoSettings":
-        return cls(users=200, items=80, categories=4, epochs=1, baselines=("most_popular",),
+        return cls(users=200, items=80, categories=4, epochs=1,
+                   baselines=("most_popular", "scene_popular"),
                    baseline_epochs=1, queried_users=100, latency_requests=30,
                    model_config={"max_len": 20, "item_dim": 16, "scene_dim": 8,
                                  "num_blocks": 1, "batch_size": 64, "top_k": 10,
@@ -212,7 +213,8 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
         # Side by side in worker processes (same results): most-popular trains nothing, so
         # a single trained baseline is not worth a process start.
         workers=min(default_workers(),
-                    len([m for m in settings.baselines if m != "most_popular"]) or 1))
+                    len([m for m in settings.baselines
+                         if m not in ("most_popular", "scene_popular")]) or 1))
     timings["baselines and scoring"] = time.time() - stage
 
     say("[4/5] serving the pushed model (dspnet serve, its own process) and querying it over gRPC")
@@ -234,17 +236,26 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
             say(f"      server ready on 127.0.0.1:{port}, version {served_version}")
             for items, scenes in histories[:3]:
                 answer = client.recommend(items[:-1], scenes[:-1], k=5)
+                # In-scene requests: the surface asking is known. The true next event's scene
+                # and the one the model thinks least likely next, so the lists differ most.
+                surfaces = [scenes[-1]] + [s for s, _ in answer.next_scenes[::-1]
+                                           if s != scenes[-1]][:1]
+                by_target = {surface: client.recommend(items[:-1], scenes[:-1],
+                                                       target_scene=surface, k=5).items
+                             for surface in surfaces}
                 recommendations.append({
                     "history": list(zip(items[:-1][-6:], scenes[:-1][-6:])),
                     "items": answer.items, "true_next": items[-1],
                     "true_next_scene": scenes[-1], "next_scenes": answer.next_scenes,
-                    "model_version": answer.model_version})
+                    "by_target_scene": by_target, "model_version": answer.model_version})
                 say("      recent: " + ", ".join(f"{i}@{s}" for i, s in
                                                  recommendations[-1]["history"]))
                 say(f"        top 5: {', '.join(answer.items)}   (true next: {items[-1]}"
                     f"@{scenes[-1]})")
                 say("        next scene: " + ", ".join(f"{s} {p:.2f}" for s, p in
                                                       answer.next_scenes[:3]))
+                for surface, listed in by_target.items():
+                    say(f"        top 5 for the {surface} surface: {', '.join(listed)}")
             metadata_scenes = None
             predicted, truth, embeddings = [], [], []
             batches = range(0, len(histories), 100)
@@ -293,8 +304,11 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
 
     say("[5/5] writing the report")
     oracle = quality.get("oracle")
+    in_scene = quality["tasks"]["in_scene"]
     rows = [{"model": "dspnet (TFX pipeline, pushed)",
              "hr@10": float(pushed["hr@10"].mean()), "ndcg@10": float(pushed["ndcg@10"].mean()),
+             "in_scene_hr@10": float(pushed["in_scene_hr@10"].mean()),
+             "in_scene_ndcg@10": float(pushed["in_scene_ndcg@10"].mean()),
              "scene_acc@1": served_scene_acc,
              "how": f"served model: evaluate_ranking signature; next scene via gRPC on "
                     f"{len(truth)} users"}]
@@ -302,12 +316,16 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
         metrics = quality["models"][name]
         rows.append({"model": name, **{k: metrics[k]["mean"] for k in
                                        ("hr@10", "ndcg@10", "scene_acc@1")},
+                     **{f"in_scene_{k}": in_scene["models"][name][k]["mean"]
+                        for k in ("hr@10", "ndcg@10")},
                      "how": f"quality benchmark, up to {settings.baseline_epochs} epoch(s), seed 0"})
     run = {
         "data": {"description": f"scene world (seed {settings.seed}, misalignment 0)",
                  "users": settings.users, "items": settings.items, "events": log.num_events},
         "quality": {"rows": rows,
-                    "oracle": {k: oracle[k] for k in ("hr@10", "ndcg@10", "scene_acc@1")}
+                    "oracle": {**{k: oracle[k] for k in ("hr@10", "ndcg@10", "scene_acc@1")},
+                               **{f"in_scene_{k}": in_scene["oracle"][k]
+                                  for k in ("hr@10", "ndcg@10")}}
                     if oracle else None,
                     "baseline_curves": os.path.join("quality", "training_curves.png"),
                     "note": f"DSPnet trained {settings.epochs} epoch(s) by the pipeline's Trainer; "

@@ -10,7 +10,9 @@ integer ids. Signatures:
   * `predict_raw`: the same outputs from dense string tensors [B, L] padded with "";
   * `transform_features`: the preprocessing alone (for TFMA);
   * `evaluate_ranking`: per-example full-ranking NDCG@10 / HR@10 of each example's last item
-    given the events before it (for TFMA's Evaluator; pessimistic ties);
+    given the events before it, in the next-event task (`ndcg_at_10`, `hit_at_10`) and in the
+    in-scene task, told the last event's scene (`ndcg_at_10_in_scene`, `hit_at_10_in_scene`);
+    for TFMA's Evaluator; pessimistic ties;
   * `encode_users`: the fused representation z after each history's last event
     (`user_embedding` [B, item_dim]), for retrieval indexes and latent-space plots.
 """
@@ -220,14 +222,21 @@ class ServingModule(tf.Module):
         target_raw = tf.pad(items.to_tensor(default_value=""), [[0, 0], [1, 0]])
         lengths = items.row_lengths()
         target = self.item_table.lookup(tf.gather(target_raw, lengths, batch_dims=1))
-        logits = self.model({"item_ids": transformed["item_ids"],
-                             "scene_ids": transformed["scene_ids"]}, training=False)["item_logits"]
-        # Padding and OOV are never right answers: an unseen target counts as a miss.
-        logits = exclude_leading_ids(logits, RESERVED_IDS)
-        rank = pessimistic_rank(logits, target)
-        rank = tf.where(target < RESERVED_IDS, tf.cast(tf.shape(logits)[1], rank.dtype), rank)
-        return {"ndcg_at_10": ndcg(rank, 10)[:, tf.newaxis],
-                "hit_at_10": hit_rate(rank, 10)[:, tf.newaxis]}
+        # The in-scene task: the model is also told the scene the held-out event happened in.
+        scene_raw = tf.pad(scenes.to_tensor(default_value=""), [[0, 0], [1, 0]])
+        target_scene = self.scene_table.lookup(tf.gather(scene_raw, lengths, batch_dims=1))
+        outputs = {}
+        for suffix, given in (("", tf.zeros_like(target_scene)), ("_in_scene", target_scene)):
+            logits = self.model({"item_ids": transformed["item_ids"],
+                                 "scene_ids": transformed["scene_ids"],
+                                 "target_scene": given}, training=False)["item_logits"]
+            # Padding and OOV are never right answers: an unseen target counts as a miss.
+            logits = exclude_leading_ids(logits, RESERVED_IDS)
+            rank = pessimistic_rank(logits, target)
+            rank = tf.where(target < RESERVED_IDS, tf.cast(tf.shape(logits)[1], rank.dtype), rank)
+            outputs[f"ndcg_at_10{suffix}"] = ndcg(rank, 10)[:, tf.newaxis]
+            outputs[f"hit_at_10{suffix}"] = hit_rate(rank, 10)[:, tf.newaxis]
+        return outputs
 
 
 def export_serving_model(

@@ -106,16 +106,19 @@ def plot_latency(latencies_ms: List[float], path: str) -> None:
 
 
 def _quality_table(quality: Dict[str, Any]) -> List[str]:
-    columns = ("hr@10", "ndcg@10", "scene_acc@1")
+    """Both tasks side by side: next event (history only) and in-scene (the scene is given)."""
+    columns = ("hr@10", "ndcg@10", "scene_acc@1", "in_scene_hr@10", "in_scene_ndcg@10")
     oracle = quality.get("oracle")
-    lines = ["| model | " + " | ".join(columns) + " | NDCG@10 / oracle | how |",
+    lines = ["| model | next event HR@10 | next event NDCG@10 | next scene acc@1 | "
+             "in-scene HR@10 | in-scene NDCG@10 | in-scene NDCG@10 / oracle | how |",
              "|---" * (len(columns) + 3) + "|"]
     rows = ([{"model": "oracle (exact posterior)", **oracle, "how": "scene world's oracle"}]
             if oracle else []) + quality["rows"]
+    key = "in_scene_ndcg@10"
     for row in rows:
         cells = [f"{row[c]:.4f}" if row.get(c) is not None else "n/a" for c in columns]
-        ratio = (f"{row['ndcg@10'] / oracle['ndcg@10']:.2f}" if oracle and row.get("ndcg@10")
-                 is not None else "n/a")
+        ratio = (f"{row[key] / oracle[key]:.2f}" if oracle and oracle.get(key)
+                 and row.get(key) is not None else "n/a")
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {ratio} | "
                      f"{row.get('how', '')} |")
     return lines
@@ -163,6 +166,8 @@ def write_report(run_dir: str) -> str:
             lines.append("recent: " + ", ".join(f"{i}@{s}" for i, s in user["history"]))
             lines.append(f"  top {len(user['items'])}: {', '.join(user['items'])}   "
                          f"(true next: {user['true_next']}@{user['true_next_scene']})")
+            for scene, items in (user.get("by_target_scene") or {}).items():
+                lines.append(f"  top {len(items)} for the {scene} surface: {', '.join(items)}")
             lines.append("  next scene: " + ", ".join(f"{s} {p:.2f}"
                                                       for s, p in user["next_scenes"][:3]))
         lines += ["```", ""]

@@ -10,7 +10,13 @@ import tensorflow as tf
 from dspnet_tf.config import DSPnetConfig, example_length
 from dspnet_tf.data.sequences import make_dataset, training_windows
 from dspnet_tf.data.splits import LeaveOneOutSplit
-from dspnet_tf.evaluation.leave_one_out import evaluate_last_events, rank_last_events
+from dspnet_tf.evaluation.leave_one_out import (
+    IN_SCENE,
+    NEXT_EVENT,
+    TASKS,
+    evaluate_last_events,
+    rank_last_events,
+)
 from dspnet_tf.models.dspnet import DSPnet
 
 
@@ -48,6 +54,7 @@ def fit_with_early_stopping(
     on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
     model_factory: Callable[[DSPnetConfig], tf.keras.Model] = DSPnet,
     window_stride: Optional[int] = None,
+    selection_task: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Trains on `split.train`, keeps the weights with the best validation NDCG@10.
 
@@ -61,11 +68,16 @@ def fit_with_early_stopping(
         return `item_logits` / `scene_logits` when called.
       window_stride: stride of the training windows of max_len + 1 events (default max_len:
         every event is a target once per epoch); see `training_windows`.
+      selection_task: the task whose validation NDCG@10 picks the epoch (`serving_task` by
+        default: in-scene for a target-conditioned model on a log with several real scenes,
+        the task it serves; otherwise next-event).
 
     Returns:
       dict with `model`, `history` (per-epoch losses, validation metrics, elapsed seconds),
-      `best_epoch`, `seconds_to_best`, `valid` (best validation metrics) and `test_ranks`.
+      `best_epoch`, `seconds_to_best`, `valid` (best validation metrics), `selection_task`,
+      `test_ranks` (next-event) and `test_ranks_by_task` (both tasks).
     """
+    selection_task = selection_task or serving_task(config)
     tf.keras.utils.set_random_seed(seed)
     model = model_factory(config.replace(seed=seed))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
@@ -80,7 +92,8 @@ def fit_with_early_stopping(
     started = time.time()
     for epoch in range(epochs):
         logs = model.fit(dataset, epochs=1, verbose=0).history
-        valid = evaluate_last_events(model, *split.valid, max_len=config.max_len)
+        valid = evaluate_last_events(model, *split.valid, max_len=config.max_len,
+                                     task=selection_task)
         record = {"epoch": epoch + 1, "seconds": time.time() - started,
                   **{k: float(v[-1]) for k, v in logs.items()},
                   **{f"valid_{k}": v for k, v in valid.items()}}
@@ -94,11 +107,23 @@ def fit_with_early_stopping(
         elif epoch + 1 - best_epoch >= patience:
             break
     model.set_weights(best_weights)
+    by_task = {task: rank_last_events(model, *split.test, max_len=config.max_len, task=task)
+               for task in TASKS}
     return {
         "model": model,
         "history": history,
         "best_epoch": best_epoch,
         "seconds_to_best": seconds_to_best,
         "valid": next(h for h in history if h["epoch"] == best_epoch),
-        "test_ranks": rank_last_events(model, *split.test, max_len=config.max_len),
+        "selection_task": selection_task,
+        "test_ranks": by_task[NEXT_EVENT],
+        "test_ranks_by_task": by_task,
     }
+
+
+def serving_task(config: DSPnetConfig) -> str:
+    """The task a model built from `config` serves: in-scene when it reads the target scene and
+    the log has two or more real scenes (one scene: in-scene equals next-event)."""
+    if config.target_scene_conditioning and config.real_scene_count >= 2:
+        return IN_SCENE
+    return NEXT_EVENT

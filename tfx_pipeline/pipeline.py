@@ -29,6 +29,7 @@ def create_pipeline(
     enable_cache: bool = True,
     ndcg_floor: float = 0.0,
     data_stages_only: bool = False,
+    blessing_task: str = "in_scene",
 ) -> tfx.dsl.Pipeline:
     """Event log -> SequenceExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator ->
     AnomaliesGate -> Transform -> Trainer -> Evaluator (vs the latest blessed model) -> Pusher.
@@ -48,7 +49,9 @@ def create_pipeline(
       beam_pipeline_args: Beam arguments (default: in-memory DirectRunner, one worker).
       enable_cache: reuse outputs of components whose inputs did not change.
       ndcg_floor: the Evaluator blesses (and Pusher pushes) only models whose eval NDCG@10
-        reaches this floor and is not below the latest blessed model's.
+        (of `blessing_task`) reaches this floor and is not below the latest blessed model's.
+      blessing_task: "in_scene" (default: the task served requests pose; on a one-scene log
+        it is the next-event task) or "next_event".
       data_stages_only: stop after Transform (ExampleGen, statistics, schema, validation,
         Transform): the data half, e.g. for the pipeline-scaling benchmark.
     """
@@ -89,7 +92,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         example_splits=["eval"],
-        eval_config=eval_config(ndcg_floor=ndcg_floor),
+        eval_config=eval_config(ndcg_floor=ndcg_floor, blessing_task=blessing_task),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],

@@ -282,6 +282,14 @@ class SceneWorld:
         item_given_logged = (1 - m) * by_governing + m * (self.scene_marginal @ by_governing)[None]
         return next_scene[:, None] * item_given_logged
 
+    def oracle_in_scene(self, user: int, items: List[int], scenes: List[int]) -> np.ndarray:
+        """Exact P(next item | history, next scene = s) as an [S, N] matrix (the in-scene task).
+
+        Row s is what a surface s that asks for a list should rank by: `oracle_joint`'s row s,
+        normalised. A scene the user cannot reach next has probability 0 and an all-zero row.
+        """
+        return in_scene_rows(self.oracle_joint(user, items, scenes))
+
     def oracle(self, user: int, items: List[int], scenes: List[int]) -> Tuple[np.ndarray, np.ndarray]:
         """Exact P(next item | history) [N] and P(next scene | history) [S]."""
         joint = self.oracle_joint(user, items, scenes)
@@ -291,6 +299,12 @@ class SceneWorld:
         """The config (enough to rebuild the world exactly) plus any summary fields."""
         return json.dumps({"scene_world": dataclasses.asdict(self.config),
                            "scene_names": list(self.config.scene_names), **extra}, indent=2)
+
+
+def in_scene_rows(joint: np.ndarray) -> np.ndarray:
+    """[S, N] rows of a joint P(scene, item), each normalised to P(item | scene) (0 rows stay 0)."""
+    totals = joint.sum(axis=1, keepdims=True)
+    return np.divide(joint, totals, out=np.zeros_like(joint), where=totals > 0)
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from dspnet_tf.data.sequences import left_pad
 from dspnet_tf.evaluation.ranking import pessimistic_rank, ranking_metrics
+from dspnet_tf.evaluation.tasks import IN_SCENE, NEXT_EVENT, TASKS
 
 
 def rank_last_events(
@@ -18,6 +19,7 @@ def rank_last_events(
     scene_sequences: Sequence[Sequence[int]],
     max_len: int,
     batch_size: int = 512,
+    task: str = NEXT_EVENT,
 ) -> Dict[str, np.ndarray]:
     """Ranks each user's last item and last scene given the events before it.
 
@@ -27,10 +29,16 @@ def rank_last_events(
       scene_sequences: aligned scene ids.
       max_len: the model reads at most this many of the most recent events.
       batch_size: users per forward pass.
+      task: "next_event" (the model sees the history only) or "in_scene" (it is also told the
+        scene of the event to predict, as `target_scene`: the surface that asks for the list).
+        A model that does not read `target_scene` answers both alike.
 
     Returns:
-      `item_rank` and `scene_rank`: 1-based pessimistic ranks, one per user with >= 2 events.
+      `item_rank` and `scene_rank`: 1-based pessimistic ranks, one per user with >= 2 events
+      (in the in-scene task the scene rank is that of a model told the answer: not a metric).
     """
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}: one of {TASKS}")
     keep = [i for i, seq in enumerate(item_sequences) if len(seq) >= 2]
     lengths = np.array([min(len(item_sequences[i]) - 1, max_len) for i in keep], np.int64)
     # Users sorted by history length, each batch left padded only to its longest history:
@@ -49,7 +57,9 @@ def rank_last_events(
             left_pad([item_sequences[u][:-1] for u in users], width),
             left_pad([scene_sequences[u][:-1] for u in users], width),
             np.array([item_sequences[u][-1] for u in users], np.int32),
-            np.array([scene_sequences[u][-1] for u in users], np.int32))
+            np.array([scene_sequences[u][-1] for u in users], np.int32),
+            np.array([scene_sequences[u][-1] if task == IN_SCENE else 0 for u in users],
+                     np.int32))
         item_rank[rows] = batch_item_rank.numpy()
         scene_rank[rows] = batch_scene_rank.numpy()
     return {"item_rank": item_rank, "scene_rank": scene_rank}
@@ -60,8 +70,10 @@ _GRAPH_RANKERS: "weakref.WeakKeyDictionary[tf.keras.Model, _Ranker]" = weakref.W
 
 
 def _ranker(model: Callable[..., Dict[str, tf.Tensor]]) -> _Ranker:
-    def rank(items, scenes, target_items, target_scenes):
-        out = model({"item_ids": items, "scene_ids": scenes}, training=False)
+    def rank(items, scenes, target_items, target_scenes, given_scenes):
+        # Target scene 0 = not given: the next-event answer.
+        out = model({"item_ids": items, "scene_ids": scenes, "target_scene": given_scenes},
+                    training=False)
         return (pessimistic_rank(out["item_logits"], target_items),
                 pessimistic_rank(out["scene_logits"], target_scenes))
     return rank
@@ -85,9 +97,9 @@ def _graph_ranker(model: tf.keras.Model) -> _Ranker:
         ids = tf.TensorSpec([None, None], tf.int32)
         targets = tf.TensorSpec([None], tf.int32)
 
-        @tf.function(input_signature=[ids, ids, targets, targets], autograph=False)
-        def ranker(items, scenes, target_items, target_scenes):
-            return _ranker(model_ref())(items, scenes, target_items, target_scenes)
+        @tf.function(input_signature=[ids, ids, targets, targets, targets], autograph=False)
+        def ranker(items, scenes, target_items, target_scenes, given_scenes):
+            return _ranker(model_ref())(items, scenes, target_items, target_scenes, given_scenes)
 
         _GRAPH_RANKERS[model] = ranker
     return ranker
@@ -99,12 +111,15 @@ def evaluate_last_events(
     scene_sequences: Sequence[Sequence[int]],
     max_len: int,
     ks: Iterable[int] = (1, 5, 10, 20),
+    task: str = NEXT_EVENT,
 ) -> Dict[str, float]:
-    """Mean full-ranking item metrics and scene accuracy@1 / NDCG@3 over users."""
-    ranks = rank_last_events(model, item_sequences, scene_sequences, max_len)
+    """Mean full-ranking item metrics over users, and in the next-event task scene
+    accuracy@1 / NDCG@3 (in the in-scene task the model is told the scene)."""
+    ranks = rank_last_events(model, item_sequences, scene_sequences, max_len, task=task)
     per_user = ranking_metrics(ranks["item_rank"], ks)
-    scene = ranking_metrics(ranks["scene_rank"], (1, 3))
     summary = {name: float(values.mean()) for name, values in per_user.items()}
-    summary["scene_acc@1"] = float(scene["hr@1"].mean())
-    summary["scene_ndcg@3"] = float(scene["ndcg@3"].mean())
+    if task == NEXT_EVENT:
+        scene = ranking_metrics(ranks["scene_rank"], (1, 3))
+        summary["scene_acc@1"] = float(scene["hr@1"].mean())
+        summary["scene_ndcg@3"] = float(scene["ndcg@3"].mean())
     return summary

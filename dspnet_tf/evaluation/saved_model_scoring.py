@@ -24,19 +24,24 @@ def history_examples(item_histories: Sequence[Sequence[str]],
 
 def score_examples(version_dir: str, examples: Iterable, batch_size: int = 512
                    ) -> Dict[str, np.ndarray]:
-    """Per-example {"ndcg@10", "hr@10"} of each example's last item given the events before it.
+    """Per-example {"ndcg@10", "hr@10"} of each example's last item given the events before it
+    (next-event task), and {"in_scene_ndcg@10", "in_scene_hr@10"} when the model is also told
+    the last event's scene (in-scene task; models exported before it existed have no such keys).
 
     `examples`: serialized tf.Examples (bytes) or a tf.data.Dataset of them.
     """
     signature = tf.saved_model.load(version_dir).signatures["evaluate_ranking"]
     if not isinstance(examples, tf.data.Dataset):
         examples = tf.data.Dataset.from_tensor_slices(tf.constant(list(examples), tf.string))
-    ndcg, hit = [], []
+    names = {"ndcg_at_10": "ndcg@10", "hit_at_10": "hr@10",
+             "ndcg_at_10_in_scene": "in_scene_ndcg@10", "hit_at_10_in_scene": "in_scene_hr@10"}
+    parts: Dict[str, List[np.ndarray]] = {}
     for batch in examples.batch(batch_size):
         out = signature(examples=batch)
-        ndcg.append(out["ndcg_at_10"].numpy().ravel())
-        hit.append(out["hit_at_10"].numpy().ravel())
-    return {"ndcg@10": np.concatenate(ndcg), "hr@10": np.concatenate(hit)}
+        for output, name in names.items():
+            if output in out:
+                parts.setdefault(name, []).append(out[output].numpy().ravel())
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def score_example_files(version_dir: str, files: Sequence[str], batch_size: int = 512

@@ -8,6 +8,7 @@ from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
 from dspnet_tf.layers.prediction_head import PredictionHead, score_all
 from dspnet_tf.layers.repeat_pointer import RepeatPointer
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
+from dspnet_tf.layers.target_scene_attention import TargetSceneAttention
 from dspnet_tf.layers.transformer_block import TransformerBlock
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "RepeatPointer",
     "SequenceEncoder",
     "SequenceFeatureEnhancement",
+    "TargetSceneAttention",
     "TransformerBlock",
     "score_all",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -30,6 +30,13 @@ class RepeatPointer(tf.keras.layers.Layer):
     the scene network's state, so "which earlier events does the predicted next scene return
     to" is learnable across scenes.
 
+    With `num_scenes > 0` (DSPnet's scene-aware form) the pointer also reads where things
+    happened: a learned bias b[s, s_j] per pair of the target scene s (the surface asking, 0 =
+    unknown) and the scene s_j of history event j is added to its score, and one per target
+    scene to the gate. Which surfaces return to items met in which surfaces is app behaviour
+    (a cart returns to what search and the feed showed, not to the cart itself), and a bias
+    table learns it directly where a bilinear form of two dense states learns it slowly.
+
     The layer returns the mixture's parts in log space; `target_log_likelihood` (training) and
     `mixture_log_probs` (ranking the catalog) combine them with the catalog logits.
 
@@ -43,12 +50,14 @@ class RepeatPointer(tf.keras.layers.Layer):
     Args:
       key_dim: width of the projected queries and keys.
       max_len: longest history (distances beyond it share the last recency bias).
+      num_scenes: scene vocabulary size for the scene-pair and per-scene gate biases; 0 = off.
     """
 
-    def __init__(self, key_dim: int, max_len: int, **kwargs: Any) -> None:
+    def __init__(self, key_dim: int, max_len: int, num_scenes: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.key_dim = int(key_dim)
         self.max_len = int(max_len)
+        self.num_scenes = int(num_scenes)
         self.query_projection = tf.keras.layers.Dense(self.key_dim, name="query")
         self.key_projection = tf.keras.layers.Dense(self.key_dim, name="key")
         self.gate = tf.keras.layers.Dense(1, name="gate")
@@ -56,10 +65,17 @@ class RepeatPointer(tf.keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         self.distance_bias = self.add_weight(
             name="distance_bias", shape=[self.max_len + 1], initializer="zeros")
+        if self.num_scenes:
+            self.scene_pair_bias = self.add_weight(
+                name="scene_pair_bias", shape=[self.num_scenes, self.num_scenes],
+                initializer="zeros")
+            self.scene_gate_bias = self.add_weight(
+                name="scene_gate_bias", shape=[self.num_scenes], initializer="zeros")
         super().build(input_shape)
 
-    def call(self, query_states: tf.Tensor, key_states: tf.Tensor,
-             valid: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def call(self, query_states: tf.Tensor, key_states: tf.Tensor, valid: tf.Tensor,
+             query_scenes: Optional[tf.Tensor] = None,
+             key_scenes: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Gate and pointer of each query position.
 
         Args:
@@ -67,6 +83,8 @@ class RepeatPointer(tf.keras.layers.Layer):
             in training, where every position predicts its next event; Q = 1 at serving).
           key_states: [B, L, d_k], one state per history position.
           valid: [B, L] bool, True on real events (padding is never pointed at).
+          query_scenes: [B, Q] target scene of each query (0 = unknown); with `key_scenes`
+            [B, L] (the scene of each history event), used when `num_scenes > 0`.
 
         Returns:
           `log_gate` [B, Q] = log gamma, `log_keep` [B, Q] = log(1 - gamma) and `log_pointer`
@@ -83,11 +101,18 @@ class RepeatPointer(tf.keras.layers.Layer):
         query_position = length - queries + tf.range(queries)
         distance = query_position[:, tf.newaxis] - tf.range(length)[tf.newaxis, :]  # [Q, L]
         scores += tf.gather(self.distance_bias, tf.clip_by_value(distance, 0, self.max_len))
+        gate_bias = 0.0
+        if self.num_scenes and query_scenes is not None and key_scenes is not None:
+            rows = tf.gather(self.scene_pair_bias, tf.cast(query_scenes, tf.int32))  # [B, Q, S]
+            where = tf.one_hot(tf.cast(key_scenes, tf.int32), self.num_scenes,
+                               dtype=rows.dtype)  # [B, L, S]
+            scores += tf.einsum("bqs,bls->bql", rows, where)
+            gate_bias = tf.gather(self.scene_gate_bias, tf.cast(query_scenes, tf.int32))
         allowed = (distance >= 0)[tf.newaxis] & tf.cast(valid, tf.bool)[:, tf.newaxis, :]
         scores = tf.where(allowed, scores, tf.cast(_IMPOSSIBLE, scores.dtype))
         log_pointer = tf.nn.log_softmax(scores, axis=-1)
         log_pointer = tf.where(allowed, log_pointer, tf.cast(_IMPOSSIBLE, scores.dtype))
-        gate_logit = tf.squeeze(self.gate(query_states), axis=-1)
+        gate_logit = tf.squeeze(self.gate(query_states), axis=-1) + gate_bias
         has_history = tf.reduce_any(allowed, axis=-1)
         log_gate = tf.where(has_history, tf.math.log_sigmoid(gate_logit),
                             tf.cast(_IMPOSSIBLE, gate_logit.dtype))
@@ -97,7 +122,7 @@ class RepeatPointer(tf.keras.layers.Layer):
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
-        config.update(key_dim=self.key_dim, max_len=self.max_len)
+        config.update(key_dim=self.key_dim, max_len=self.max_len, num_scenes=self.num_scenes)
         return config
 
 

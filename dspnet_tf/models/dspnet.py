@@ -22,6 +22,7 @@ from dspnet_tf.layers.repeat_pointer import (
     target_log_likelihood,
 )
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
+from dspnet_tf.layers.target_scene_attention import TargetSceneAttention
 from dspnet_tf.losses.adversarial import (
     discriminator_accuracy,
     discriminator_loss,
@@ -52,6 +53,15 @@ def ids_in_vocab(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
     ids = tf.cast(ids, tf.int32)
     ids = tf.where(ids < 0, 0, ids)
     return tf.where(ids >= vocab_size, 1, ids)
+
+
+def known_target_scenes(scene_ids: tf.Tensor) -> tf.Tensor:
+    """Target scenes with padding and the OOV bucket both read as 0, "not given".
+
+    A request whose target scene is missing or unknown gets the next-event answer; training
+    hides an out-of-vocabulary next scene the same way, so the two agree.
+    """
+    return tf.where(scene_ids < RESERVED_IDS, 0, scene_ids)
 
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
@@ -99,10 +109,11 @@ class DSPnet(tf.keras.Model):
         resolved = config.resolved()
         if resolved != config:
             _LOG.info(
-                "DSPnet: the scene vocabulary has %d real scene(s), so the scene network, SFE "
-                "and CCR carry no scene information and are left out "
-                "(reduce_single_scene=True).",
-                config.real_scene_count)
+                "DSPnet: the scene vocabulary has %d real scene(s), so the target scene carries "
+                "no information and conditioning on it is left out%s.",
+                config.real_scene_count,
+                "; so do the scene network, SFE and CCR (reduce_single_scene=True)"
+                if config.reduce_single_scene else "")
         # The configuration of the model that exists: get_config saves it, and it reloads to
         # the same model (`resolved` is idempotent).
         self.dspnet_config = config = resolved
@@ -141,11 +152,20 @@ class DSPnet(tf.keras.Model):
         self.item_head = PredictionHead(
             c.item_dim,
             num_target_scenes=c.scene_vocab_size if c.target_scene_conditioning else 0,
+            target_scene_mode=c.target_scene_head,
             name="item_head",
         )
         self.scene_head = PredictionHead(c.scene_dim, name="scene_head")
+        self.target_attention = (
+            TargetSceneAttention(c.item_dim, c.scene_vocab_size, c.max_len,
+                                 name="target_attention")
+            if c.uses_target_attention
+            else None
+        )
         self.repeat_pointer = (
-            RepeatPointer(c.item_dim, c.max_len, name="repeat_pointer")
+            RepeatPointer(c.item_dim, c.max_len,
+                          num_scenes=c.scene_vocab_size if c.uses_pointer_scenes else 0,
+                          name="repeat_pointer")
             if c.uses_repeat_pointer
             else None
         )
@@ -253,7 +273,8 @@ class DSPnet(tf.keras.Model):
         items, scenes = items[:, -keep:], scenes[:, -keep:]
         target = inputs.get(TARGET_SCENE)
         if target is not None:
-            target = ids_in_vocab(tf.reshape(target, [-1]), c.scene_vocab_size)
+            target = known_target_scenes(
+                ids_in_vocab(tf.reshape(target, [-1]), c.scene_vocab_size))
         return items, scenes, target
 
     def encode(
@@ -284,12 +305,13 @@ class DSPnet(tf.keras.Model):
         )
         output_valid = valid[:, -1:] if last_only else valid
         if self.fusion is None:
-            return {"z": item_states, "scene_states": None, "valid": output_valid}
+            return {"z": item_states, "scene_states": None, "valid": output_valid,
+                    "scene_ids": scenes}
         scene_states = self.scene_encoder(scenes, padding_mask=valid, training=training,
                                           last_only=last_only)
         z = self.fusion(item_states, scene_states, training=training)
         z = z * tf.cast(output_valid, z.dtype)[:, :, tf.newaxis]
-        return {"z": z, "scene_states": scene_states, "valid": output_valid}
+        return {"z": z, "scene_states": scene_states, "valid": output_valid, "scene_ids": scenes}
 
     def call(
         self, inputs: Mapping[str, tf.Tensor], training: Optional[bool] = None
@@ -302,14 +324,67 @@ class DSPnet(tf.keras.Model):
         items, scenes, target = self._prepare(inputs)
         encoded = self.encode(items, scenes, training=training)
         z = encoded["z"][:, -1]
+        scene_logits = self.scene_logits(z)
+        c = self.dspnet_config
+        if c.target_scene_conditioning and c.next_event_mode == "marginal":
+            # The joint factorisation: without a target scene, sum the in-scene answers over
+            # the predicted next scene; with one, that scene's answer (normalised, so rows of
+            # either kind are log-probabilities).
+            in_scene = self._in_scene_log_probs(z, items, encoded)  # [B, S, V]
+            log_p_scene = tf.nn.log_softmax(scene_logits[:, RESERVED_IDS:], axis=-1)
+            next_event = tf.reduce_logsumexp(in_scene + log_p_scene[:, :, tf.newaxis], axis=1)
+            if target is None:
+                return {"item_logits": next_event, "scene_logits": scene_logits}
+            given = tf.gather(in_scene, tf.maximum(target - RESERVED_IDS, 0), batch_dims=1)
+            item_logits = tf.where((target >= RESERVED_IDS)[:, tf.newaxis], given, next_event)
+            return {"item_logits": item_logits, "scene_logits": scene_logits}
+        return {"item_logits": self._item_scores(z, target, items, encoded),
+                "scene_logits": scene_logits}
+
+    def _target_states(self, encoded: Mapping[str, tf.Tensor], target: tf.Tensor) -> tf.Tensor:
+        """The item head's input for target scenes [B, Q] (the last Q positions): the fused
+        states re-read by `TargetSceneAttention`."""
+        return self.target_attention(encoded["z"], encoded["scene_states"], encoded["valid"],
+                                     target, encoded["scene_ids"])
+
+    def _item_scores(self, z: tf.Tensor, target: Optional[tf.Tensor], items: tf.Tensor,
+                     encoded: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """Next-item scores [B, V] of the last states z [B, d] for target scenes [B] (or None)."""
+        if self.target_attention is not None:
+            given = target if target is not None else tf.zeros(tf.shape(z)[:1], tf.int32)
+            z = self._target_states(encoded, given[:, tf.newaxis])[:, 0]
         query = self.item_head(z, target)
         item_logits = self._score_catalog(query)
         if self.repeat_pointer is not None:
             item_logits = mixture_log_probs(
-                item_logits, items, *self._point(query[:, tf.newaxis], encoded, squeeze=True))
-        return {"item_logits": item_logits, "scene_logits": self.scene_logits(z)}
+                item_logits, items,
+                *self._point(query[:, tf.newaxis], encoded,
+                             None if target is None else target[:, tf.newaxis], squeeze=True))
+        return item_logits
+
+    def _in_scene_log_probs(self, z: tf.Tensor, items: tf.Tensor,
+                            encoded: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """log P(item | history, scene s) for every real scene s: [B, scene_vocab - 2, V]."""
+        rows = []
+        for scene in range(RESERVED_IDS, self.dspnet_config.scene_vocab_size):
+            target = tf.fill(tf.shape(z)[:1], scene)
+            rows.append(tf.nn.log_softmax(self._item_scores(z, target, items, encoded), axis=-1))
+        return tf.stack(rows, axis=1)
+
+    def in_scene_log_probs(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """log P(next item | history, next scene = s) for every real scene s (inference).
+
+        Returns [B, scene_vocab_size - 2, item_vocab_size]: row s - 2 is scene id s's answer
+        (padding and the OOV bucket are not scenes a list is shown in). Without target-scene
+        conditioning every row is the next-event answer. For diagnostics that swap the model's
+        parts with an oracle's (the quality benchmark's oracle-gap study).
+        """
+        items, scenes, _ = self._prepare(inputs)
+        encoded = self.encode(items, scenes, training=False)
+        return self._in_scene_log_probs(encoded["z"][:, -1], items, encoded)
 
     def _point(self, query: tf.Tensor, encoded: Mapping[str, tf.Tensor],
+               target: Optional[tf.Tensor] = None,
                squeeze: bool = False) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The repeat pointer's gate and weights for queries [B, Q, d] over `encode`'s output.
 
@@ -319,7 +394,10 @@ class DSPnet(tf.keras.Model):
         keys = encoded["z"]
         if encoded["scene_states"] is not None:
             keys = tf.concat([keys, encoded["scene_states"]], axis=-1)
-        log_gate, log_keep, log_pointer = self.repeat_pointer(query, keys, encoded["valid"])
+        if target is None:  # not given: the "unknown" row of the scene biases
+            target = tf.zeros(tf.shape(query)[:2], tf.int32)
+        log_gate, log_keep, log_pointer = self.repeat_pointer(
+            query, keys, encoded["valid"], query_scenes=target, key_scenes=encoded["scene_ids"])
         if squeeze:
             return log_gate[:, 0], log_keep[:, 0], log_pointer[:, 0]
         return log_gate, log_keep, log_pointer
@@ -461,8 +539,11 @@ class DSPnet(tf.keras.Model):
             hide = tf.random.stateless_uniform(
                 tf.shape(next_scenes), self._step_seed(_SALT_TARGET_SCENE)
             ) < c.target_scene_dropout
-            target_scene = tf.where(hide, 0, next_scenes)
-        query = self.item_head(z_in, target_scene)
+            target_scene = tf.where(hide, 0, known_target_scenes(next_scenes))
+        head_states = z_in
+        if self.target_attention is not None:
+            head_states = self._target_states(encoded, target_scene)
+        query = self.item_head(head_states, target_scene)
         table = self.item_encoder.embeddings
         if c.item_loss == "sampled_bce":
             positive = tf.reduce_sum(query * tf.gather(table, next_items), axis=-1)
@@ -481,7 +562,8 @@ class DSPnet(tf.keras.Model):
                 item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
             else:
                 item_loss = masked_negative_log_likelihood(target_log_likelihood(
-                    logits, next_items, items, *self._point(query, encoded)), weights)
+                    logits, next_items, items, *self._point(query, encoded, target_scene)),
+                    weights)
         scene_loss = masked_softmax_cross_entropy(self.scene_logits(z_in), next_scenes,
                                                   self._scene_weights(next_scenes, weights))
         total = item_loss + c.alpha * scene_loss
@@ -601,14 +683,21 @@ class DSPnet(tf.keras.Model):
         encoded = self.encode(items[:, :-1], scenes[:, :-1], training=False)
         z = encoded["z"]
         weights = tf.cast(weights, z.dtype)
-        query = self.item_head(z)
+        # A target-conditioned model is scored in the in-scene task (each position is told the
+        # scene of the event it predicts), the one it serves; otherwise in the next-event task.
+        target = (known_target_scenes(next_scenes)
+                  if self.dspnet_config.target_scene_conditioning else None)
+        head_states = z
+        if self.target_attention is not None:
+            head_states = self._target_states(encoded, target)
+        query = self.item_head(head_states, target)
         item_logits = self._score_catalog(query)
         scene_logits = self.scene_logits(z)
         last_logits, last_item = item_logits[:, -1], next_items[:, -1]
         if self.repeat_pointer is None:
             item_loss = masked_softmax_cross_entropy(item_logits, next_items, weights)
         else:
-            pointer = self._point(query, encoded)
+            pointer = self._point(query, encoded, target)
             item_loss = masked_negative_log_likelihood(target_log_likelihood(
                 item_logits, next_items, items[:, :-1], *pointer), weights)
             last_logits = mixture_log_probs(last_logits, items[:, :-1],

@@ -28,6 +28,10 @@ LAYERS = {
     "ContextWeighting": lambda: layers.ContextWeighting(4, 0.3),
     "PriorDiscriminator": lambda: layers.PriorDiscriminator(16),
     "RepeatPointer": lambda: layers.RepeatPointer(key_dim=8, max_len=6),
+    "RepeatPointerScenes": lambda: layers.RepeatPointer(key_dim=8, max_len=6, num_scenes=5),
+    "PredictionHeadPerScene": lambda: layers.PredictionHead(
+        8, num_target_scenes=5, target_scene_mode="per_scene"),
+    "TargetSceneAttention": lambda: layers.TargetSceneAttention(dim=4, num_scenes=5, max_len=6),
 }
 
 
@@ -42,8 +46,16 @@ def _call(name, layer):
         return layer(FIXED_ITEMS)
     if name.startswith("SequenceFeatureEnhancement"):
         return layer(tf.ones([2, 6, 8]), tf.ones([2, 6, 4]))
-    if name == "PredictionHead":
-        return layer(tf.ones([2, 8]), tf.constant([1, 3]))
+    if name.startswith("PredictionHead"):
+        return layer(tf.reshape(tf.range(16, dtype=tf.float32) / 16.0, [2, 8]), tf.constant([1, 3]))
+    if name == "TargetSceneAttention":
+        return layer(tf.reshape(tf.range(48, dtype=tf.float32) / 48.0, [2, 6, 4]),
+                     tf.reshape(tf.range(36, dtype=tf.float32) / 36.0, [2, 6, 3]),
+                     FIXED_ITEMS > 0, tf.constant([[2, 4], [3, 0]]), FIXED_SCENES)
+    if name == "RepeatPointerScenes":
+        return layer(tf.reshape(tf.range(48, dtype=tf.float32) / 48.0, [2, 6, 4]),
+                     tf.reshape(tf.range(60, dtype=tf.float32) / 60.0, [2, 6, 5]),
+                     FIXED_ITEMS > 0, tf.constant([[2] * 6, [3] * 6]), FIXED_SCENES)[2]
     if name == "JointSequenceAugmenter":
         return layer(FIXED_ITEMS, FIXED_SCENES, seed=tf.constant([1, 2]))
     if name == "ContextWeighting":
@@ -246,3 +258,74 @@ class TestAugmenter:
         c = self.aug(items, scenes, seed=tf.constant([1, 2]))[0].numpy()
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
+
+
+def _randomise(layer):
+    layer.set_weights([RNG.normal(size=w.shape).astype(np.float32) for w in layer.get_weights()])
+
+
+def test_per_scene_head_matches_numpy_reference():
+    head = layers.PredictionHead(3, num_target_scenes=4, target_scene_mode="per_scene")
+    z = RNG.normal(size=(5, 2, 6)).astype(np.float32)
+    scenes = RNG.integers(0, 4, size=(5, 2))
+    head(z, scenes)
+    _randomise(head)
+    kernel, bias = head.projection.get_weights()
+    expected = np.einsum("bli,io->blo", z, kernel) + bias
+    expected += np.einsum("bli,blio->blo", z, head.scene_kernel.numpy()[scenes])
+    expected += head.scene_bias.numpy()[scenes]
+    np.testing.assert_allclose(head(z, scenes).numpy(), expected, rtol=1e-4, atol=1e-4)
+    # A new per-scene head starts as the shared projection (scene parts at zero).
+    fresh = layers.PredictionHead(3, num_target_scenes=4, target_scene_mode="per_scene")
+    out = fresh(z, scenes).numpy()
+    np.testing.assert_allclose(out, fresh.projection(z).numpy(), atol=1e-6)
+
+
+def test_target_scene_attention_matches_numpy_reference():
+    layer = layers.TargetSceneAttention(dim=4, num_scenes=5, max_len=6, scene_dim=3)
+    z = RNG.normal(size=(2, 6, 4)).astype(np.float32)
+    states = RNG.normal(size=(2, 6, 3)).astype(np.float32)
+    valid = np.array([[True] * 6, [False, False, True, True, True, True]])
+    scene_ids = RNG.integers(2, 5, size=(2, 6))
+    targets = np.array([[2, 0], [4, 3]])  # the last two positions
+    layer(z, states, valid, targets, scene_ids)
+    _randomise(layer)
+    (emb,) = layer.target_embedding.get_weights()
+    wq, bq = layer.query_projection.get_weights()
+    wk, bk = layer.key_projection.get_weights()
+    wv, bv = layer.value_projection.get_weights()
+    wo, bo = layer.output_projection.get_weights()
+    expected = np.zeros((2, 2, 4))
+    for b in range(2):
+        for q, t in enumerate((4, 5)):
+            query = np.concatenate([z[b, t], emb[targets[b, q]]]) @ wq + bq
+            scores = []
+            for j in range(6):
+                key = np.concatenate([z[b, j], states[b, j]]) @ wk + bk
+                scores.append(query @ key / 2.0 + layer.distance_bias.numpy()[min(t - j, 6)]
+                              + layer.scene_pair_bias.numpy()[targets[b, q], scene_ids[b, j]]
+                              if j <= t and valid[b, j] else -np.inf)
+            weights = np.exp(np.array(scores) - max(scores))
+            weights /= weights.sum()
+            expected[b, q] = z[b, t] + (weights @ (z[b] @ wv + bv)) @ wo + bo
+    got = layer(z, states, valid, targets, scene_ids).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_repeat_pointer_scene_bias_steers_returns_away_from_the_asking_scene():
+    # A cart (scene 3) returns to items met in other scenes: a strongly negative bias on the
+    # pair (cart, cart) takes every bit of pointer mass off the cart's own earlier events.
+    pointer = layers.RepeatPointer(key_dim=4, max_len=6, num_scenes=5)
+    states = tf.constant(RNG.normal(size=(1, 6, 4)), tf.float32)
+    scene_ids = tf.constant([[2, 3, 3, 4, 2, 3]])
+    valid = tf.ones([1, 6], tf.bool)
+    pointer(states, states, valid, tf.constant([[3] * 6]), scene_ids)
+    bias = np.zeros((5, 5), np.float32)
+    bias[3, 3] = -60.0
+    pointer.scene_pair_bias.assign(bias)
+    _, _, log_pointer = pointer(states[:, -1:], states, valid, tf.constant([[3]]), scene_ids)
+    mass = np.exp(log_pointer.numpy()[0, 0])
+    assert mass[[1, 2, 5]].sum() < 1e-12 and mass.sum() == pytest.approx(1.0, abs=1e-5)
+    # For another target scene the same history keeps mass on the cart's events.
+    _, _, other = pointer(states[:, -1:], states, valid, tf.constant([[2]]), scene_ids)
+    assert np.exp(other.numpy()[0, 0])[[1, 2, 5]].sum() > 0.01

@@ -293,16 +293,24 @@ def test_one_real_scene_builds_the_model_the_scene_parts_reduce_to(tmp_path):
     # MovieLens-like log: every event in the one real scene (id 2; 3 ids with padding and OOV).
     one_scene = small_config(scene_vocab_size=3).with_ablation("single_scene_reduced")
     model = built(one_scene)
-    assert model.dspnet_config == one_scene.replace(**SINGLE_SCENE_REDUCTION)
+    assert model.dspnet_config == one_scene.replace(
+        target_scene_conditioning=False, next_event_mode="unknown", **SINGLE_SCENE_REDUCTION)
     assert model.fusion is None and model.context_weighting is None
     assert model.augmenter is None and model.repeat_pointer is None  # CCR goes too
     # Two or more real scenes, or the switch off (the default): built as given.
     for many in (small_config(reduce_single_scene=True),
                  small_config(scene_vocab_size=4, reduce_single_scene=True)):
         assert many.resolved() == many
-    kept = small_config(scene_vocab_size=3)
+    kept = small_config(scene_vocab_size=3, target_scene_conditioning=False,
+                        next_event_mode="unknown")
     assert not kept.reduce_single_scene
     assert kept.resolved() == kept and built(kept).fusion is not None
+    # One real scene: the target scene says nothing, so conditioning on it is left out (the
+    # model is the one built before conditioning existed); the resolution is idempotent.
+    default = small_config(scene_vocab_size=3)
+    assert default.target_scene_conditioning
+    assert default.resolved() == kept and default.resolved().resolved() == kept
+    assert built(default).item_head.num_target_scenes == 0
 
     data = batch()
     data["scene_ids"] = tf.where(data["item_ids"] > 0, 2, 0)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -38,17 +39,59 @@ def test_results_have_the_documented_shape(world_dir, tmp_path):
     assert saved["oracle"]["ndcg@10"] > 0
     assert saved["significance"]["model"] == "dspnet" and 0 <= saved["significance"]["p_value"] <= 1
     assert saved["significance"]["baseline"] in {"sasrec", "most_popular"}
-    assert (tmp_path / "results.md").read_text().count("| oracle |") == 1
+    # One oracle row per task table.
+    assert len(re.findall(r"^\| oracle \| \d", (tmp_path / "results.md").read_text(),
+                          re.MULTILINE)) == 2
     assert (tmp_path / "training_curves.png").stat().st_size > 1000
     assert results["split"]["users"] == 60
+    # Both tasks, each in the top level's shape; the top level is the next-event task.
+    assert set(saved["tasks"]) == {"next_event", "in_scene"}
+    assert saved["tasks"]["next_event"]["models"] == saved["models"]
+    in_scene = saved["tasks"]["in_scene"]
+    assert set(in_scene["models"]) == set(saved["models"])
+    assert "scene_acc@1" not in in_scene["models"]["dspnet"]  # the scene is given
+    assert in_scene["oracle"]["ndcg@10"] >= saved["oracle"]["ndcg@10"] - 0.05
+    assert in_scene["significance"]["baseline"] in {"sasrec", "most_popular"}
+    # Models that do not read the target scene answer both tasks alike.
+    assert in_scene["models"]["sasrec"]["ndcg@10"] == saved["models"]["sasrec"]["ndcg@10"]
+    lift = saved["scene_lift"]
+    expected = ((in_scene["models"]["dspnet"]["ndcg@10"]["mean"]
+                 - saved["models"]["dspnet"]["ndcg@10"]["mean"])
+                / (in_scene["oracle"]["ndcg@10"] - saved["oracle"]["ndcg@10"]))
+    assert lift["captured"] == pytest.approx(expected)
+    # The oracle-gap diagnostic of the default DSPnet: every part swapped, NDCG in [0, 1].
+    gap = saved["oracle_gap"]["dspnet"]
+    for key in ("model", "oracle", "oracle_scene_model_item", "model_scene_oracle_item",
+                "model_in_scene", "oracle_in_scene", "model_own_next_event"):
+        assert 0.0 <= gap[f"{key}_ndcg@10"] <= 1.0
+    assert "Where the oracle gap lives" in (tmp_path / "results.md").read_text()
 
 
 def test_oracle_ranks_are_within_the_vocabulary(world_dir):
     split = leave_one_out(read_event_log(str(world_dir)))
     ranks = oracle_ranks(str(world_dir), split)
-    assert len(ranks["item_rank"]) == 60
-    assert ranks["item_rank"].min() >= 1 and ranks["item_rank"].max() <= len(split.item_vocab) - 2
-    assert ranks["scene_rank"].max() <= 6
+    for task in ("next_event", "in_scene"):
+        assert len(ranks[task]["item_rank"]) == 60
+        assert ranks[task]["item_rank"].min() >= 1
+        assert ranks[task]["item_rank"].max() <= len(split.item_vocab) - 2
+        assert ranks[task]["scene_rank"].max() <= 6
+    # Told the scene, the oracle ranks the true item at least as well on average.
+    assert ranks["in_scene"]["item_rank"].mean() <= ranks["next_event"]["item_rank"].mean()
+
+
+def test_scene_popular_ranks_by_the_target_scenes_own_counts():
+    from dspnet_tf.models.most_popular import MostPopular
+
+    # Scene 2 saw item 5 three times, scene 3 saw item 6 twice; item 7 is the most popular overall.
+    items = [[5, 5, 5, 6, 6, 7, 7, 7, 7]]
+    scenes = [[2, 2, 2, 3, 3, 2, 3, 3, 3]]
+    model = MostPopular(items, scenes, 8, 4, by_target_scene=True)
+    history = {"item_ids": np.zeros((3, 1), np.int32), "scene_ids": np.zeros((3, 1), np.int32)}
+    logits = model({**history, "target_scene": np.array([2, 3, 0])})["item_logits"].numpy()
+    assert np.argsort(-logits[0])[:2].tolist() == [5, 7]  # scene 2: 5 (3x), then 7 (1x)
+    assert np.argsort(-logits[1])[:2].tolist() == [7, 6]  # scene 3: 7 (3x), then 6 (2x)
+    assert np.argmax(logits[2]) == 7  # no target scene: global popularity
+    assert logits[:, 0].max() < -1e8  # padding is never ranked
 
 
 def test_unknown_model_is_a_clear_error(world_dir, tmp_path):
@@ -105,7 +148,7 @@ def test_a_study_trains_its_reference_model_when_the_main_table_does_not(world_d
                                          "dspnet_prior_mixture"]
     markdown = (tmp_path / "results.md").read_text()
     prior_table = markdown.split("## Prior sensitivity")[1].split("## Training time")[0]
-    assert prior_table.count("| dspnet") == 4
+    assert prior_table.count("| dspnet") == 8  # four models, in each task's table
 
 
 def test_an_ablation_named_alone_writes_its_report_without_the_reference_model(world_dir,
@@ -143,7 +186,9 @@ def test_the_pointer_follows_the_training_logs_repeats(world_dir):
         log, item_ids=np.array([f"{u}:{k}" for k, u in enumerate(log.user_ids)])))
     assert model_config("dspnet", distinct, softmax).training_repeat_share == 0.0
     assert not model_config("dspnet", distinct, softmax).uses_repeat_pointer
-    assert model_config("sasrec_repeat", distinct, softmax).uses_repeat_pointer
+    # The fair baselines follow the same rule: the pointer where the log has repeats.
+    assert not model_config("sasrec_repeat", distinct, softmax).uses_repeat_pointer
+    assert model_config("sasrec_repeat", split, softmax).uses_repeat_pointer
     assert model_config("dspnet", distinct, {**softmax, "training_repeat_share": 0.5}
                         ).uses_repeat_pointer
 

@@ -139,10 +139,15 @@ def test_the_default_pointer_is_left_out_of_a_log_without_repeats():
     assert not _config(repeat_pointer=None, training_repeat_share=0.0).uses_repeat_pointer
     assert not _config(repeat_pointer=None, training_repeat_share=0.5,
                        item_loss="sampled_bce").uses_repeat_pointer
-    # An explicit switch wins over the data (sasrec_repeat on MovieLens keeps its pointer).
+    # An explicit switch wins over the data.
     assert _config(repeat_pointer=True, training_repeat_share=0.0).uses_repeat_pointer
-    assert _config(repeat_pointer=None, training_repeat_share=0.0
-                   ).as_baseline("sasrec_repeat").uses_repeat_pointer
+    # The fair baselines get the pointer by DSPnet's own rule: where the log has repeats.
+    for name in ("sasrec_repeat", "gru4rec_repeat", "sasrec_repeat_target",
+                 "sasrec_scene_repeat_target"):
+        assert not _config(repeat_pointer=None, training_repeat_share=0.0
+                           ).as_baseline(name).uses_repeat_pointer
+        assert _config(repeat_pointer=None, training_repeat_share=0.4
+                       ).as_baseline(name).uses_repeat_pointer
     with pytest.raises(ConfigError, match="training_repeat_share"):
         _config(training_repeat_share=1.5)
     kept = _config(repeat_pointer=None, training_repeat_share=0.0)

@@ -62,6 +62,43 @@ def test_oracle_matches_brute_force_enumeration(misalignment):
         assert got.sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("misalignment", [0.0, 1.0])
+def test_in_scene_oracle_matches_brute_force_conditioning(misalignment):
+    world = SceneWorld(SceneWorldConfig(users=3, items=6, categories=2, scenes=6,
+                                        misalignment=misalignment, seed=7))
+    log = world.generate()
+    for user in range(3):
+        items, scenes = log.items[user][:3], log.scenes[user][:3]
+        joint = brute_force_joint(world, user, items, scenes)
+        got = world.oracle_in_scene(user, items, scenes)
+        for scene in range(6):
+            if joint[scene].sum() > 0:
+                np.testing.assert_allclose(got[scene], joint[scene] / joint[scene].sum(),
+                                           rtol=1e-9, atol=1e-12)
+                assert got[scene].sum() == pytest.approx(1.0)
+
+
+def test_in_scene_oracle_knows_what_each_surface_shows():
+    # Misalignment 0: the live surface shows only live items, search never a live one, and
+    # the cart returns to items met in other scenes far more than next-event ranking says.
+    world = SceneWorld(SceneWorldConfig(users=5, items=60, categories=3, seed=2))
+    log = world.generate()
+    items, scenes = log.items[0][:6], log.scenes[0][:6]
+    rows = world.oracle_in_scene(0, items, scenes)
+    assert rows[LIVE][~world.item_live].sum() == pytest.approx(0.0)
+    assert rows[SEARCH][world.item_live].sum() == pytest.approx(0.0)
+    returned = [v for v, s in zip(items, scenes) if s != CART]
+    next_event = world.oracle(0, items, scenes)[0]
+    assert rows[CART][returned].sum() > next_event[returned].sum()
+    # Misalignment 1: the scene says nothing about the item, so every row is the next-event one.
+    blind = SceneWorld(SceneWorldConfig(users=5, items=60, categories=3, seed=2, misalignment=1.0))
+    log = blind.generate()
+    rows = blind.oracle_in_scene(0, log.items[0][:6], log.scenes[0][:6])
+    next_event = blind.oracle(0, log.items[0][:6], log.scenes[0][:6])[0]
+    for row in rows:
+        np.testing.assert_allclose(row, next_event, atol=1e-12)
+
+
 def test_oracle_rejects_an_impossible_history():
     world = SceneWorld(SceneWorldConfig(users=1, items=6, categories=2, seed=5))
     not_live = int(np.flatnonzero(~world.item_live)[0])
