@@ -155,6 +155,10 @@ class ServingModule(tf.Module):
                                               sparse_rows(raw[SCENE_HISTORY]).row_lengths()))
         tf.raw_ops.Assert(condition=same_lengths,
                           data=["scene_history must have one scene per item_history event"])
+        # One surface asks for one list: several target scenes are malformed, not "any of".
+        one_target = tf.reduce_all(sparse_rows(raw[TARGET_SCENE]).row_lengths() <= 1)
+        tf.raw_ops.Assert(condition=one_target,
+                          data=["target_scene must hold at most one scene per example"])
         transformed = self.preprocess(
             {ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]}
         )

@@ -42,6 +42,14 @@ def export_untrained_model(export_dir: str, num_items: int = 40, max_len: int = 
     model = DSPnet(DSPnetConfig(**settings))
     model({"item_ids": tf.zeros([1, max_len], tf.int64),
            "scene_ids": tf.zeros([1, max_len], tf.int64)})
+    head = model.item_head
+    if getattr(head, "scene_kernel", None) is not None:
+        # The per-scene parts start at zero (every surface would get the same answer until
+        # trained); random ones make the stand-in's target scenes tell apart, as a trained
+        # model's do, so tests can see which one a request asked for.
+        rng = tf.random.Generator.from_seed(seed)
+        head.scene_kernel.assign(rng.normal(head.scene_kernel.shape, stddev=0.5))
+        head.scene_bias.assign(rng.normal(head.scene_bias.shape, stddev=0.5))
     return export_serving_model(model, export_dir, None, item_tokens, scene_tokens, top_k=top_k)
 
 

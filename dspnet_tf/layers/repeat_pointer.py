@@ -6,6 +6,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
+from dspnet_tf.layers.history_attention import query_distances, scene_pair_scores
+
 # Log-probability of "impossible" (a finite stand-in for -inf, so gradients stay finite).
 _IMPOSSIBLE = -1e9
 
@@ -97,16 +99,12 @@ class RepeatPointer(tf.keras.layers.Layer):
         key = self.key_projection(key_states)
         scores = tf.linalg.matmul(query, key, transpose_b=True) / tf.sqrt(
             tf.cast(self.key_dim, query.dtype))
-        # Query q sits at history position L - Q + q; it may point at positions j <= that.
-        query_position = length - queries + tf.range(queries)
-        distance = query_position[:, tf.newaxis] - tf.range(length)[tf.newaxis, :]  # [Q, L]
+        # Query q may point at history positions j <= its own.
+        distance = query_distances(queries, length)  # [Q, L]
         scores += tf.gather(self.distance_bias, tf.clip_by_value(distance, 0, self.max_len))
         gate_bias = 0.0
         if self.num_scenes and query_scenes is not None and key_scenes is not None:
-            rows = tf.gather(self.scene_pair_bias, tf.cast(query_scenes, tf.int32))  # [B, Q, S]
-            where = tf.one_hot(tf.cast(key_scenes, tf.int32), self.num_scenes,
-                               dtype=rows.dtype)  # [B, L, S]
-            scores += tf.einsum("bqs,bls->bql", rows, where)
+            scores += scene_pair_scores(self.scene_pair_bias, query_scenes, key_scenes)
             gate_bias = tf.gather(self.scene_gate_bias, tf.cast(query_scenes, tf.int32))
         allowed = (distance >= 0)[tf.newaxis] & tf.cast(valid, tf.bool)[:, tf.newaxis, :]
         scores = tf.where(allowed, scores, tf.cast(_IMPOSSIBLE, scores.dtype))

@@ -6,6 +6,8 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
+from dspnet_tf.layers.history_attention import query_distances, scene_pair_scores
+
 # A finite stand-in for -inf on masked scores (keeps gradients finite).
 _MASKED = -1e9
 
@@ -90,12 +92,9 @@ class TargetSceneAttention(tf.keras.layers.Layer):
         value = self.value_projection(z)
         scores = tf.linalg.matmul(query, key, transpose_b=True) / tf.sqrt(
             tf.cast(self.dim, query.dtype))
-        position = length - queries + tf.range(queries)
-        distance = position[:, tf.newaxis] - tf.range(length)[tf.newaxis, :]  # [Q, L]
+        distance = query_distances(queries, length)  # [Q, L]
         scores += tf.gather(self.distance_bias, tf.clip_by_value(distance, 0, self.max_len))
-        rows = tf.gather(self.scene_pair_bias, target_scenes)  # [B, Q, S]
-        where = tf.one_hot(tf.cast(scene_ids, tf.int32), self.num_scenes, dtype=rows.dtype)
-        scores += tf.einsum("bqs,bls->bql", rows, where)
+        scores += scene_pair_scores(self.scene_pair_bias, target_scenes, scene_ids)
         allowed = (distance >= 0)[tf.newaxis] & tf.cast(valid, tf.bool)[:, tf.newaxis, :]
         scores = tf.where(allowed, scores, tf.cast(_MASKED, scores.dtype))
         weights = tf.nn.softmax(scores, axis=-1)

@@ -68,6 +68,38 @@ def test_k_and_next_scene(client):
         client.recommend(*HISTORIES[0], k=11)
 
 
+def test_in_scene_requests_get_their_surfaces_answer(client, exported_versions):
+    items, scenes = HISTORIES[0]
+    loaded = tf.saved_model.load(exported_versions[2]).signatures["serving_default"]
+
+    def in_process(target):
+        out = loaded(examples=tf.constant([make_example(items, scenes, target)]))
+        return [x.decode() for x in out["item_ids"].numpy()[0]]
+
+    live, cart = (client.recommend(items, scenes, target_scene=s) for s in ("live", "cart"))
+    assert live.items == in_process("live") and cart.items == in_process("cart")
+    assert live.items != cart.items  # each surface gets its own list
+    # A missing or unknown target scene gets the next-event answer.
+    next_event = client.recommend(items, scenes)
+    assert next_event.items == in_process(None)
+    for unknown in ("not-a-scene", "<oov>", ""):
+        answer = client.recommend(items, scenes, target_scene=unknown)
+        assert answer.items == next_event.items
+        np.testing.assert_allclose(answer.scores, next_event.scores, rtol=1e-6)
+
+
+def test_a_malformed_target_scene_is_invalid_argument(server, client):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "dspnet"
+    example = tf.train.Example()
+    for name, values in (("item_history", [b"i00001"]), ("scene_history", [b"feed"]),
+                         ("target_scene", [b"live", b"cart"])):
+        example.features.feature[name].bytes_list.value.extend(values)
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto([example.SerializeToString()]))
+    code, details = _code(lambda: client.predictions.Predict(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "target_scene" in details
+
+
 def _code(call):
     with pytest.raises(grpc.RpcError) as caught:
         call()

@@ -100,6 +100,15 @@ def test_benchmark_quality_seeds_and_protocol_defaults(tmp_path, monkeypatch):
     assert cli.main(base + ["--seeds", "2", "--first-seed", "2"]) == 0
     assert [c["seeds"] for c in calls] == [[0, 1, 2], [2, 3]]
     assert calls[0]["overrides"] == {"item_loss": "softmax"} and calls[0]["epochs"] == 15
+    # Both tasks and every fair baseline by default (--quick too); the CLI's spelled-out list
+    # is the benchmark's own.
+    assert calls[0]["tasks"] == ["next_event", "in_scene"]
+    assert calls[0]["models"] == list(quality_benchmark.MAIN_MODELS)
+    assert list(cli.DEFAULT_QUALITY_MODELS) == list(quality_benchmark.MAIN_MODELS)
+    assert cli.main(base + ["--quick"]) == 0
+    assert calls[-1]["tasks"] == ["next_event", "in_scene"] and calls[-1]["seeds"] == [0]
+    assert cli.main(base + ["--tasks", "in_scene"]) == 0
+    assert calls[-1]["tasks"] == ["in_scene"]
 
 
 def test_benchmark_quality_unknown_model_is_a_one_line_error(tmp_path, capsys):

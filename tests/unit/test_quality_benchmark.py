@@ -2,7 +2,10 @@
 
 import dataclasses
 import json
+import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -65,6 +68,13 @@ def test_results_have_the_documented_shape(world_dir, tmp_path):
                 "model_in_scene", "oracle_in_scene", "model_own_next_event"):
         assert 0.0 <= gap[f"{key}_ndcg@10"] <= 1.0
     assert "Where the oracle gap lives" in (tmp_path / "results.md").read_text()
+    # QUALITY.md's first section is printed from these files, not typed.
+    script = pathlib.Path(__file__).parents[2] / "benchmarks" / "in_scene_summary.py"
+    summary = subprocess.run([sys.executable, str(script), str(tmp_path)],
+                             check=True, capture_output=True, text=True).stdout
+    ratio = in_scene["models"]["dspnet"]["ndcg@10"]["mean"] / in_scene["oracle"]["ndcg@10"]
+    assert f"| in-scene DSPnet / in-scene oracle | {ratio:.3f} |" in summary
+    assert f"= {lift['captured']:.3f} |" in summary
 
 
 def test_oracle_ranks_are_within_the_vocabulary(world_dir):
