@@ -1,7 +1,7 @@
 """Prints QUALITY.md's first section (the two tasks) from committed quality results.
 
     python3 benchmarks/in_scene_summary.py benchmarks/results/quality_in_scene \
-        [--ablations benchmarks/results/quality_in_scene_ablations]
+        [--ablations benchmarks/results/quality_in_scene_ablations ...]
 
 Reads `results.json` of a main run (`dspnet benchmark quality`, both tasks) and optionally of
 an ablation run, and prints Markdown: the two main tables, DSPnet against the best baseline of
@@ -57,7 +57,8 @@ def task_table(results: Dict[str, Any], task: str, names: List[str] = None) -> L
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("main", help="folder of the main run's results.json")
-    parser.add_argument("--ablations", help="folder of an ablation run's results.json")
+    parser.add_argument("--ablations", action="append", default=[],
+                        help="folder of an ablation (or variant) run's results.json; repeatable")
     args = parser.parse_args(argv)
     results = _load(args.main)
     out: List[str] = []
@@ -127,10 +128,11 @@ def main(argv: List[str] = None) -> int:
                 f"({test['p_value']:.2g}) | {'yes' if part['dspnet_significantly_below'] else 'no'} | "
                 f"{point['scene_lift']['dspnet']:.4f} / {point['scene_lift']['oracle']:.4f} |")
         out.append("")
-    if args.ablations:
-        ablations = _load(args.ablations)
+    for folder in args.ablations:
+        ablations = _load(folder)
         names = [n for n in ablations["tasks"]["in_scene"]["models"]]
-        out += [f"### Ablations (seeds {ablations['seeds']}; `dspnet` is the default model)", ""]
+        out += [f"### `{os.path.basename(os.path.normpath(folder))}` (seeds {ablations['seeds']}; "
+                "`dspnet` is the default model)", ""]
         for task, title in TASKS.items():
             out += [f"{title}:", ""] + task_table(ablations, task, names) + [""]
     print("\n".join(out))
