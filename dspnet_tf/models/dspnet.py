@@ -82,8 +82,14 @@ class DSPnet(tf.keras.Model):
     distribution also mixes in a pointer over the user's own history (`RepeatPointer`), whose
     keys carry the scene network's states: returns to earlier items, across scenes.
 
+    Every served request comes from a known surface, so by default the item head is also told
+    the scene the list is shown in (`target_scene_conditioning`, a projection of its own per
+    target scene), and without a target the next-item answer is the joint factorisation
+    sum_s P(s | history) P(item | history, s) over the scene head's distribution.
+
     Inputs are dicts `{"item_ids": [B, L], "scene_ids": [B, L]}` of ints, left padded with 0,
-    most recent event last; `"target_scene": [B]` is optional (target-scene conditioning).
+    most recent event last; `"target_scene": [B]` is optional (0, or an unknown / OOV scene,
+    means "not given": the next-event answer).
     `model.fit` needs no labels: every non-padded position is trained to predict the next one.
 
     Example:
