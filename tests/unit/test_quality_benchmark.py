@@ -16,6 +16,7 @@ from dspnet_tf.data.splits import leave_one_out
 from dspnet_tf.evaluation.quality_benchmark import (
     ABLATION_MODELS,
     PRIOR_MODELS,
+    SWEEP_MODELS,
     model_config,
     oracle_ranks,
     run_quality_benchmark,
@@ -229,7 +230,7 @@ def test_runs_in_worker_processes_give_the_results_of_runs_in_this_process(world
     pooled, pooled_lines = run(2, "pooled")
     assert sorted(line.split(" (")[0] for line in pooled_lines) == \
         sorted(line.split(" (")[0] for line in inline_lines)
-    assert len(inline_lines) == 3 * 2 + 2
+    assert len(inline_lines) == 3 * 2 + len(SWEEP_MODELS)  # main runs, then one sweep point
     for name in ("dspnet", "sasrec", "most_popular"):
         for metric in ("ndcg@10", "hr@10", "scene_acc@1"):
             assert pooled["models"][name][metric] == pytest.approx(
@@ -243,6 +244,11 @@ def test_runs_in_worker_processes_give_the_results_of_runs_in_this_process(world
     assert "trained at once" not in (tmp_path / "inline" / "results.md").read_text()
     assert pooled["studies"]["misalignment"]["points"][0]["dspnet_vs_sasrec"] == pytest.approx(
         inline["studies"]["misalignment"]["points"][0]["dspnet_vs_sasrec"], abs=1e-6)
+    in_scene = [run["studies"]["misalignment"]["points"][0]["tasks"]["in_scene"]
+                for run in (pooled, inline)]
+    assert in_scene[0]["dspnet_vs_baseline"] == pytest.approx(in_scene[1]["dspnet_vs_baseline"],
+                                                              abs=1e-6)
+    assert in_scene[0]["baseline"] == "sasrec_scene_repeat_target"
 
 
 def test_a_bad_override_fails_before_any_run_names_the_field(world_dir, tmp_path):
