@@ -332,7 +332,7 @@ class DSPnet(tf.keras.Model):
         z = encoded["z"][:, -1]
         scene_logits = self.scene_logits(z)
         c = self.dspnet_config
-        if c.target_scene_conditioning and c.next_event_mode == "marginal":
+        if c.uses_marginal_next_event:
             # The joint factorisation: without a target scene, sum the in-scene answers over
             # the predicted next scene; with one, that scene's answer (normalised, so rows of
             # either kind are log-probabilities).
