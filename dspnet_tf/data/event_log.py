@@ -17,6 +17,8 @@ import numpy as np
 
 COLUMNS = ("user_id", "item_id", "scene", "timestamp")
 MAX_FIELD_CHARS = 1 << 16  # a longer field is malformed input, not an id
+MAX_TIMESTAMP = int(np.iinfo(np.int64).max)  # timestamps are stored as int64
+UTF8_BOM = b"\xef\xbb\xbf"  # spreadsheet "CSV UTF-8" exports start with it
 
 
 class EventLogError(ValueError):
@@ -114,11 +116,16 @@ def _check_row(values: Dict[str, object], where: str) -> Tuple[str, str, str, in
         else:
             text = str(raw).strip()
             stamp = int(float(text)) if text.endswith(".0") else int(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf) of a huge float
         raise EventLogError(
             f"{where}: field 'timestamp' has value {str(raw)[:40]!r}, expected an integer",
             "bad timestamp",
         ) from None
+    if stamp > MAX_TIMESTAMP:
+        # Named here: later it would be an OverflowError of the int64 array, with no file/line.
+        raise EventLogError(
+            f"{where}: field 'timestamp' has value {str(raw)[:40]!r}, above the int64 maximum "
+            f"{MAX_TIMESTAMP}", "bad timestamp")
     if stamp < 0:
         raise EventLogError(f"{where}: field 'timestamp' has negative value {stamp}",
                             "negative timestamp")
@@ -126,9 +133,15 @@ def _check_row(values: Dict[str, object], where: str) -> Tuple[str, str, str, in
 
 
 def _decoded_lines(path: str) -> Iterator[str]:
-    """The file's lines as text, read one at a time; bad UTF-8 is an error naming the line."""
+    """The file's lines as text, read one at a time; bad UTF-8 is an error naming the line.
+
+    A UTF-8 byte-order mark at the very start is dropped (else it would be part of the first
+    column's name); anywhere else it is data.
+    """
     with open(path, "rb") as raw:
         for number, line in enumerate(raw, 1):
+            if number == 1 and line.startswith(UTF8_BOM):
+                line = line[len(UTF8_BOM):]
             try:
                 yield line.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -291,7 +304,8 @@ def _load_with(path: str, required: Sequence[str], convert: Callable[[Dict[str, 
     rows = []
     for file in list_event_files(path):
         report.files.append(file)
-        with open(file, encoding="utf-8", errors="strict", newline="") as handle:
+        # utf-8-sig: a byte-order mark at the start is dropped, not read into the first name.
+        with open(file, encoding="utf-8-sig", errors="strict", newline="") as handle:
             reader = csv.DictReader(handle)
             csv.field_size_limit(MAX_FIELD_CHARS)
             try:

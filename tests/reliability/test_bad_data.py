@@ -42,15 +42,62 @@ def test_header_only_file_is_an_empty_log_not_a_crash(tmp_path):
     assert len(read_event_log(_write(tmp_path, HEADER))) == 0
 
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Excel's "CSV UTF-8" and other exports start with it
+
+
 def test_byte_order_mark_and_crlf_lines_are_read(tmp_path):
-    path = _write(tmp_path, b"\xef\xbb\xbf" + HEADER.replace("\n", "\r\n").encode()
-                  + b"u1,a,feed,1\r\nu1,b,live,2\r\n")
-    try:
-        log = read_event_log(path)
-    except EventLogError as err:  # a BOM must at least be named, not crash
-        assert "user_id" in str(err) and "events.csv:1" in str(err)
-    else:
-        assert len(log) == 2
+    path = _write(tmp_path, BOM + (HEADER + "u1,a,feed,1\nu2,b,live,2\n").replace("\n", "\r\n")
+                  .encode())
+    with open(path, "rb") as handle:
+        assert handle.read(3) == BOM  # the file really starts with the mark
+    log = read_event_log(path)
+    # The mark is not part of the first column's name (or of the first user id).
+    assert list(log.user_ids) == ["u1", "u2"] and list(log.item_ids) == ["a", "b"]
+    assert list(log.scenes) == ["feed", "live"] and list(log.timestamps) == [1, 2]
+
+
+def test_byte_order_mark_is_read_by_the_outbrain_and_kuairand_loaders(tmp_path):
+    from dspnet_tf.data.event_log import load_kuairand, load_outbrain_page_views
+
+    outbrain = load_outbrain_page_views(_write(
+        tmp_path, BOM + (OUTBRAIN_HEADER + "u1,d1,1000,1,US,2\n").encode(), name="pv.csv"))
+    assert list(outbrain.user_ids) == ["u1"] and list(outbrain.scenes) == ["search"]
+    kuairand = load_kuairand(_write(tmp_path, BOM + b"user_id,video_id,tab,time_ms\nu1,v1,1,5\n",
+                                    name="log.csv"))
+    assert list(kuairand.user_ids) == ["u1"] and list(kuairand.scenes) == ["tab1"]
+
+
+def test_byte_order_mark_inside_the_file_is_not_stripped(tmp_path):
+    # Only the file's first bytes can be a byte-order mark; elsewhere it is data.
+    log = read_event_log(_write(tmp_path, BOM + HEADER.encode() + BOM + b"u1,a,feed,1\n"))
+    assert list(log.user_ids) == ["\ufeffu1"]
+
+
+@pytest.mark.parametrize("value", ["9223372036854775808", "99999999999999999999999",
+                                   "99999999999999999999.0", "1" * 400 + ".0"])
+def test_timestamp_above_int64_names_file_line_field_and_value(tmp_path, value):
+    # Before: OverflowError from numpy (or from int(inf) for a float too large), no file/line.
+    with pytest.raises(EventLogError, match=rf"events.csv:3: field 'timestamp' has value "
+                                            rf"'{value[:40]}"):
+        read_event_log(_write(tmp_path, HEADER + f"u1,a,feed,1\nu1,b,live,{value}\n"))
+    log = read_event_log(_write(tmp_path, HEADER + f"u1,a,feed,1\nu1,b,live,{value}\n"),
+                         skip_malformed=True)
+    assert len(log) == 1 and log.report.skipped == {"bad timestamp": 1}
+
+
+def test_largest_int64_timestamp_is_read(tmp_path):
+    log = read_event_log(_write(tmp_path, HEADER + "u1,a,feed,9223372036854775807\n"))
+    assert int(log.timestamps[0]) == 2**63 - 1
+
+
+def test_parquet_uint64_timestamp_above_int64_names_the_row(tmp_path):
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"],
+                             "scene": ["feed", "live"],
+                             "timestamp": pa.array([1, 2**63], type=pa.uint64())}), str(path))
+    with pytest.raises(EventLogError, match=r"big.parquet: row 2: field 'timestamp' has value "
+                                            r"'9223372036854775808'"):
+        read_event_log(str(path))
 
 
 def test_float_timestamp_that_is_not_whole_names_the_field(tmp_path):
