@@ -149,12 +149,39 @@ def test_early_stopping_keeps_the_best_validation_weights():
     split = leave_one_out(EventLog.from_rows(rows))
     config = DSPnetConfig(item_vocab_size=len(split.item_vocab), scene_vocab_size=len(split.scene_vocab),
                           max_len=8, item_dim=8, scene_dim=4, num_blocks=1, item_loss="softmax")
-    seen = []
+    models, seen, snapshots = [], [], {}
+
+    class ZeroedAfterTheFirstEpoch(DSPnet):  # pylint: disable=abstract-method
+        def fit(self, *args, **kwargs):
+            if int(self.optimizer.iterations) > 0:
+                # Known answer: epoch 1 is the best. Zero weights, kept by a zero learning
+                # rate, score every item alike: pessimistic ranks miss the top 10 afterwards.
+                self.set_weights([np.zeros_like(w) for w in self.get_weights()])
+                self.optimizer.learning_rate.assign(0.0)
+            return super().fit(*args, **kwargs)
+
+    def build(model_config):
+        models.append(ZeroedAfterTheFirstEpoch(model_config))
+        return models[-1]
+
+    def on_epoch(record):
+        # The weights this epoch was validated with.
+        seen.append(record)
+        snapshots[record["epoch"]] = [w.copy() for w in models[0].get_weights()]
+
     result = fit_with_early_stopping(config, split, epochs=4, patience=2, batch_size=32,
-                                     learning_rate=1e-2, on_epoch=seen.append)
-    assert [r["epoch"] for r in result["history"]] == [r["epoch"] for r in seen]
+                                     learning_rate=1e-2, on_epoch=on_epoch, model_factory=build)
+    assert [r["epoch"] for r in result["history"]] == [r["epoch"] for r in seen] == [1, 2, 3]
     best = max(r["valid_ndcg@10"] for r in result["history"])
-    assert result["valid"]["valid_ndcg@10"] == best
+    assert result["valid"]["valid_ndcg@10"] == best > 0
+    assert result["best_epoch"] == 1 and [r["valid_ndcg@10"] for r in seen[1:]] == [0.0, 0.0]
+    # The returned model holds the best epoch's weights, not the last epoch's (all zeros).
+    assert result["model"] is models[0]
+    final = result["model"].get_weights()
+    assert len(final) == len(snapshots[1])
+    for got, expected in zip(final, snapshots[1]):
+        np.testing.assert_array_equal(got, expected)
+    assert not all(np.array_equal(a, b) for a, b in zip(snapshots[3], snapshots[1]))
     assert len(result["test_ranks"]["item_rank"]) == 60
 
 
