@@ -18,6 +18,7 @@ import numpy as np
 COLUMNS = ("user_id", "item_id", "scene", "timestamp")
 MAX_FIELD_CHARS = 1 << 16  # a longer field is malformed input, not an id
 MAX_TIMESTAMP = int(np.iinfo(np.int64).max)  # timestamps are stored as int64
+PARQUET_BATCH_ROWS = 8192  # rows per Parquet record batch: bounds the Python objects held at once
 UTF8_BOM = b"\xef\xbb\xbf"  # spreadsheet "CSV UTF-8" exports start with it
 
 
@@ -192,21 +193,35 @@ def _csv_rows(path: str) -> Iterator[Tuple[int, Dict[str, object]]]:
 
 
 def _parquet_rows(path: str) -> Iterator[Tuple[int, Dict[str, object]]]:
+    # Streams record batches of the four needed columns only, as the CSV path streams lines:
+    # reading the whole table would hold every column (a compressible one can be 1000x its size
+    # on disk) and its Python objects at once.
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
 
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise EventLogError(f"{path}: not a readable Parquet file ({err})") from None
-    missing = [name for name in COLUMNS if name not in table.column_names]
+    missing = [name for name in COLUMNS if name not in names]
     if missing:
         raise EventLogError(
-            f"{path}: missing column(s) {', '.join(missing)}; columns are "
-            f"{', '.join(table.column_names)}"
+            f"{path}: missing column(s) {', '.join(missing)}; columns are {', '.join(names)}"
         )
-    columns = {name: table.column(name).to_pylist() for name in COLUMNS}
-    for row in range(table.num_rows):
-        yield row + 1, {name: columns[name][row] for name in COLUMNS}
+    batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=list(COLUMNS))
+    row = 0
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as err:  # a corrupt page or row group further in
+            raise EventLogError(f"{path}: after row {row}: not a readable Parquet file "
+                                f"({err})") from None
+        if batch is None:
+            return
+        columns = [batch.column(name).to_pylist() for name in COLUMNS]
+        for values in zip(*columns):
+            row += 1
+            yield row, dict(zip(COLUMNS, values))
 
 
 def read_event_log(path: str, skip_malformed: bool = False,

@@ -126,3 +126,100 @@ def test_movielens_100k_from_the_recbole_wheel():
     split = leave_one_out(log)
     assert len(split.users) == 943 and split.dropped_users == 0
     assert len(split.item_vocab) - 2 == 1682
+
+
+# --- Parquet: streamed in record batches of the four needed columns ---------------------------
+def _parquet_log(path, rows=300, row_group_size=40, extra=True, bad_row=None):
+    """Writes `rows` events over several row groups (plus an unused column); returns the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    events = [(f"u{i % 7}", f"i{(i * 13) % 50}", ("feed", "search", "cart")[i % 3], 1000 + i)
+              for i in range(rows)]
+    columns = {"user_id": [e[0] for e in events], "item_id": [e[1] for e in events],
+               "scene": [e[2] for e in events], "timestamp": [e[3] for e in events]}
+    if bad_row is not None:
+        columns["item_id"][bad_row - 1] = ""
+    if extra:  # an extra column first, so a reader by position would pick it up
+        columns = {"notes": [f"note {i}" for i in range(rows)], **columns}
+    pq.write_table(pa.table(columns), str(path), row_group_size=row_group_size)
+    return events
+
+
+def test_parquet_streamed_in_batches_gives_the_same_events_and_row_numbers(tmp_path, monkeypatch):
+    from dspnet_tf.data import event_log
+
+    monkeypatch.setattr(event_log, "PARQUET_BATCH_ROWS", 64)  # batches cross row groups of 40
+    events = _parquet_log(tmp_path / "events.parquet")
+    log = read_event_log(str(tmp_path / "events.parquet"))
+    assert list(zip(log.user_ids, log.item_ids, log.scenes, log.timestamps.tolist())) == events
+    # The same events as the CSV of them, in the same order.
+    csv_text = "user_id,item_id,scene,timestamp\n" + "".join(f"{u},{i},{s},{t}\n"
+                                                             for u, i, s, t in events)
+    from_csv = read_event_log(write(tmp_path, csv_text))
+    assert [list(a) for a in (log.user_ids, log.timestamps)] == \
+        [list(a) for a in (from_csv.user_ids, from_csv.timestamps)]
+    # Row numbers count on across batches.
+    _parquet_log(tmp_path / "bad.parquet", bad_row=150)
+    with pytest.raises(EventLogError, match=r"bad.parquet: row 150: field 'item_id' is empty"):
+        read_event_log(str(tmp_path / "bad.parquet"))
+
+
+def test_parquet_reads_only_the_needed_columns_in_bounded_batches(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from dspnet_tf.data import event_log
+
+    _parquet_log(tmp_path / "events.parquet", rows=500, row_group_size=500)
+    seen = []
+    original = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        for batch in original(self, *args, **kwargs):
+            seen.append((batch.schema.names, batch.num_rows))
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    monkeypatch.setattr(pq, "read_table", None)  # the whole-file read must not be used
+    monkeypatch.setattr(event_log, "PARQUET_BATCH_ROWS", 128)
+    assert len(read_event_log(str(tmp_path / "events.parquet"))) == 500
+    assert seen and all(names == list(event_log.COLUMNS) for names, _ in seen)
+    assert max(rows for _, rows in seen) <= 128 and sum(rows for _, rows in seen) == 500
+
+
+def test_parquet_with_a_huge_compressible_extra_column_stays_small_in_memory(tmp_path):
+    """A column that is 256 MB uncompressed (about 100 KB on disk) is never decompressed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "bomb.parquet"
+    schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string()),
+                        ("scene", pa.string()), ("timestamp", pa.int64()),
+                        ("payload", pa.large_string())])
+    with pq.ParquetWriter(str(path), schema, compression="zstd",
+                          write_statistics=False) as writer:
+        for group in range(16):  # one row group of 4 rows x 4 MB at a time
+            writer.write_table(pa.table({
+                "user_id": [f"u{group}"] * 4, "item_id": ["a", "b", "c", "d"],
+                "scene": ["feed"] * 4, "timestamp": list(range(4)),
+                "payload": ["x" * (4 << 20)] * 4}, schema=schema))
+    assert path.stat().st_size < 8 << 20
+    # A fresh process (the module alone, no TensorFlow) so the allocator's peak is this read's.
+    module = Path(__file__).resolve().parents[2] / "dspnet_tf" / "data" / "event_log.py"
+    script = (
+        "import importlib.util, sys, pyarrow as pa\n"
+        f"spec = importlib.util.spec_from_file_location('event_log', {str(module)!r})\n"
+        "mod = importlib.util.module_from_spec(spec); sys.modules['event_log'] = mod\n"
+        "spec.loader.exec_module(mod)\n"
+        f"log = mod.read_event_log({str(path)!r})\n"
+        "print(len(log), pa.default_memory_pool().max_memory())\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows, peak = map(int, result.stdout.split())
+    assert rows == 64
+    assert peak < 32 << 20, f"peak Arrow memory {peak / 2**20:.0f} MB for 256 MB unread"
