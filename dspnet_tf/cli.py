@@ -160,11 +160,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Trains on a built-in toy world and saves the SavedModel and metrics."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from dspnet_tf.resilience import replace_directory_atomically  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.resilience import atomic_write, replace_directory_atomically  # pylint: disable=import-outside-toplevel
 
     model, _, _, metrics = _train_toy(args)
     replace_directory_atomically(str(out / "model"), model.save)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with atomic_write(str(out / "metrics.json")) as handle:  # an earlier run's file stays whole
+        json.dump(metrics, handle, indent=2)
     print(json.dumps(metrics, indent=2))
     _stage(f"saved {out / 'model'}")
     return 0

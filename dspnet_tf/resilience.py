@@ -4,15 +4,16 @@
 and the epoch counter after every epoch; a rerun of the same command resumes from it, and it is
 deleted when training completes) and `TerminateOnNaN`. `replace_directory_atomically` writes a
 folder next to its destination and renames it into place, so a reader (a server polling for
-versions, a user) never sees a partial SavedModel.
+versions, a user) never sees a partial SavedModel; `atomic_write` does the same for one file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
-from typing import Callable, List
+from typing import IO, Callable, Iterator, List, Optional
 
 import tensorflow as tf
 
@@ -55,3 +56,30 @@ def replace_directory_atomically(target: str, write: Callable[[str], None]) -> s
     if retired:
         shutil.rmtree(retired, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w", encoding: Optional[str] = "utf-8",
+                 newline: Optional[str] = None) -> Iterator[IO]:
+    """Opens a temporary file next to `path`; when the block ends without error, renames it
+    onto `path` (`os.replace`, atomic on one filesystem).
+
+    If the block or the write fails (a full disk, an interrupt), `path` keeps its earlier
+    content and the temporary file is removed: a reader never sees a half-written file. The
+    temporary name is unique, so two writers of the same path do not share one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    binary = "b" in mode
+    try:
+        # "x": a fresh file with the usual permissions (umask), never an existing one.
+        with open(tmp, mode.replace("w", "x"), encoding=None if binary else encoding,
+                  newline=None if binary else newline) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())  # the data is on disk before the name points at it
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise

@@ -78,12 +78,12 @@ class EventLog:
 
     def write_csv(self, path: str) -> None:
         """Writes the standard CSV atomically (a temporary file renamed into place)."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        from dspnet_tf.resilience import atomic_write  # pylint: disable=import-outside-toplevel
+
+        with atomic_write(path, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
             writer.writerows(zip(self.user_ids, self.item_ids, self.scenes, self.timestamps))
-        os.replace(tmp, path)
 
 
 def list_event_files(path: str) -> List[str]:

@@ -321,12 +321,14 @@ class SceneLog:
 
     def write(self, out_dir: str) -> Dict[str, str]:
         """Writes `events.csv` (user_id,item_id,scene,timestamp) and `world.json`."""
+        from dspnet_tf.resilience import atomic_write  # pylint: disable=import-outside-toplevel
+
         os.makedirs(out_dir, exist_ok=True)
         events_path = os.path.join(out_dir, "events.csv")
         names = self.config.scene_names
         rng = np.random.default_rng([self.config.seed, 3])
-        tmp = events_path + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        # Each file is replaced whole or not at all: never half a log under the final name.
+        with atomic_write(events_path, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["user_id", "item_id", "scene", "timestamp"])
             for user, (seq_v, seq_s) in enumerate(zip(self.items, self.scenes)):
@@ -334,9 +336,8 @@ class SceneLog:
                 for item, scene in zip(seq_v, seq_s):
                     clock += 1 + int(rng.integers(0, 3_600))
                     writer.writerow([f"u{user:06d}", f"i{item:05d}", names[scene], clock])
-        os.replace(tmp, events_path)  # never leave a half-written log under the final name
         world_path = os.path.join(out_dir, "world.json")
-        with open(world_path, "w", encoding="utf-8") as handle:
+        with atomic_write(world_path) as handle:
             handle.write(SceneWorld(self.config).to_json(users=len(self.items),
                                                          events=self.num_events))
         return {"events": events_path, "world": world_path}

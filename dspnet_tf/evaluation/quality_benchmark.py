@@ -653,7 +653,9 @@ def run_quality_benchmark(
         "split": split.summary(), "timing": timing, "settings": settings,
         "wall_seconds": time.time() - started,
     }
-    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as handle:
+    from dspnet_tf.resilience import atomic_write  # pylint: disable=import-outside-toplevel
+
+    with atomic_write(os.path.join(out_dir, "results.json")) as handle:  # never half a file
         json.dump(results, handle, indent=2)
     _write_markdown(results, os.path.join(out_dir, "results.md"))
     _plot_curves(curves, os.path.join(out_dir, "training_curves.png"))
