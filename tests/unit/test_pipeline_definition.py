@@ -45,7 +45,7 @@ def test_compile_for_kubeflow_writes_a_pipeline_spec(tmp_path, suffix):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
-def test_anomalies_gate_describes_and_stops(tmp_path):
+def test_anomalies_gate_describes_each_anomaly(tmp_path):
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     from tfx_pipeline.anomalies_gate import describe_anomalies
@@ -58,3 +58,52 @@ def test_anomalies_gate_describes_and_stops(tmp_path):
     (tmp_path / "Split-train" / "SchemaDiff.pb").write_bytes(anomalies_pb2.Anomalies().SerializeToString())
     problems = describe_anomalies(str(tmp_path), ["train", "eval"])
     assert problems == ["eval: scene_history: Examples contain values missing from the schema: teleport."]
+
+
+def _write_anomalies(folder, by_split):
+    """ExampleValidator's output layout: Split-<name>/SchemaDiff.pb per split."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    for split, features in by_split.items():
+        proto = anomalies_pb2.Anomalies()
+        for feature, description in features.items():
+            proto.anomaly_info[feature].description = description
+        (folder / f"Split-{split}").mkdir(parents=True)
+        (folder / f"Split-{split}" / "SchemaDiff.pb").write_bytes(proto.SerializeToString())
+
+
+def _run_gate(uri, splits):
+    """Runs the AnomaliesGate component's executor as the orchestrator does."""
+    from tfx import v1 as tfx
+    from tfx.types import artifact_utils
+
+    from tfx_pipeline.anomalies_gate import AnomaliesGate
+
+    anomalies = tfx.types.standard_artifacts.ExampleAnomalies()
+    anomalies.uri = str(uri)
+    anomalies.split_names = artifact_utils.encode_split_names(splits)
+    executor = AnomaliesGate.EXECUTOR_SPEC.executor_class()
+    return executor.Do({"anomalies": [anomalies]}, {}, {})
+
+
+def test_anomalies_gate_component_fails_the_run_on_anomalies(tmp_path):
+    from tfx_pipeline.anomalies_gate import DataAnomaliesError
+
+    _write_anomalies(tmp_path, {
+        "train": {},
+        "eval": {"scene_history": "Examples contain values missing from the schema: teleport.",
+                 "item_history": "Unexpectedly short list."}})
+    with pytest.raises(DataAnomaliesError) as raised:
+        _run_gate(tmp_path, ["train", "eval"])
+    message = str(raised.value)
+    assert message.splitlines()[1:] == [
+        "  eval: item_history: Unexpectedly short list.",
+        "  eval: scene_history: Examples contain values missing from the schema: teleport."]
+
+
+def test_anomalies_gate_component_passes_clean_splits(tmp_path):
+    # Empty anomaly protos in every split (what ExampleValidator writes for good data), and an
+    # anomaly in a split the artifact does not list: the gate lets the run go on.
+    _write_anomalies(tmp_path, {"train": {}, "eval": {},
+                                "unlisted": {"item_history": "not read"}})
+    assert not _run_gate(tmp_path, ["train", "eval"])
