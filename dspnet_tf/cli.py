@@ -101,18 +101,17 @@ def _describe(ids: Sequence[int], names: Sequence[str]) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole product on the default scene world: generate the data, run the TFX pipeline,
     train baselines, serve the pushed model, query it over gRPC, write a report."""
-    from dspnet_tf.demo import DemoSettings, run_demo  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.demo import DemoSettings, OutDirError, prepare_out_dir, run_demo  # pylint: disable=import-outside-toplevel
 
     settings = DemoSettings.tiny() if args.tiny else DemoSettings()
     for field in ("users", "epochs", "seed"):
         if getattr(args, field) is not None:
             setattr(settings, field, getattr(args, field))
-    if os.path.exists(os.path.join(args.out, "pipeline")) and not args.overwrite:
-        raise UserError(f"{args.out} holds an earlier run; pass --overwrite or another --out")
-    if args.overwrite:
-        import shutil  # pylint: disable=import-outside-toplevel
-
-        shutil.rmtree(args.out, ignore_errors=True)
+    try:
+        # Deletes only an earlier demo run (marked by the demo), never any folder it is given.
+        prepare_out_dir(args.out, overwrite=args.overwrite)
+    except OutDirError as err:
+        raise UserError(str(err)) from None
     run_demo(args.out, settings, say=lambda line: print(line, flush=True))
     return 0
 
@@ -453,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tiny", action="store_true",
                       help="a tiny world and model: the whole flow in about two minutes")
     demo.add_argument("--overwrite", action="store_true",
-                      help="delete an earlier run in --out first")
+                      help="replace an earlier `dspnet demo` run in --out (a folder without "
+                           "its .dspnet-demo-run mark is never deleted)")
     demo.set_defaults(func=cmd_demo)
 
     report = sub.add_parser("report", help="re-draw a run's report from its saved numbers",

@@ -20,6 +20,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,17 +135,74 @@ def _trainer_history(pipeline_root: str) -> Dict[str, List[float]]:
         return json.load(handle)
 
 
-def _serve(base_path: str):
-    """Starts `dspnet serve` in its own process on free loopback ports; returns (process, port)."""
+RUN_MARKER = ".dspnet-demo-run"  # marks a folder as written by `dspnet demo` (and so replaceable)
+SERVER_LOG = "server.log"
+
+
+class OutDirError(ValueError):
+    """The output folder cannot be used (not the demo's, or an earlier run without overwrite)."""
+
+
+def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
+    """Makes `out_dir` ready for a run and marks it as the demo's.
+
+    Only a folder that carries `RUN_MARKER` (written here by an earlier run) is ever emptied,
+    and only with `overwrite`: a mistyped `--out .` or `--out ~` is refused, never wiped. The
+    marker is written only into a new or empty folder, so a marked folder holds demo output.
+    """
+    marker = os.path.join(out_dir, RUN_MARKER)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutDirError(f"--out {out_dir} is a file, not a folder")
+    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    if entries and not os.path.isfile(marker):
+        raise OutDirError(
+            f"--out {out_dir} is not empty and has no {RUN_MARKER} file (the mark of an earlier "
+            "`dspnet demo` run), so nothing there is deleted or written: pass a new or empty "
+            "folder, or delete it yourself")
+    if entries and not overwrite:
+        raise OutDirError(f"--out {out_dir} holds an earlier run; pass --overwrite to replace "
+                          "it, or another --out")
+    for name in entries:
+        if name == RUN_MARKER:
+            continue  # removed last (rewritten below): a failed clean-up stays replaceable
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)  # errors propagate: a half-deleted run is reported, not hidden
+        else:
+            os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(marker, "w", encoding="utf-8") as handle:
+        json.dump({"command": "dspnet demo", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                  handle)
+
+
+def _serve(base_path: str, log_path: str):
+    """Starts `dspnet serve` in its own process on free loopback ports; returns (process, port).
+
+    Its output goes to `log_path`: a pipe that nobody reads while the demo queries would fill
+    (64 KB) and block the server in the middle of a log line.
+    """
     import portpicker  # pylint: disable=import-outside-toplevel
 
     port = portpicker.pick_unused_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dspnet_tf.cli", "serve", "--model-base-path", base_path,
-         "--port", str(port), "--rest-port", "-1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dspnet_tf.cli", "serve", "--model-base-path", base_path,
+             "--port", str(port), "--rest-port", "-1"],
+            stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     return process, port
+
+
+def _last_line(path: str) -> str:
+    """The last non-empty line of a (log) file, read from its end."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 4096))
+            lines = handle.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def _project_2d(embeddings: np.ndarray) -> np.ndarray:
@@ -227,7 +285,8 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
     from dspnet_tf.export import make_history_example  # pylint: disable=import-outside-toplevel
     from serving.client import DSPnetClient  # pylint: disable=import-outside-toplevel
 
-    process, port = _serve(serving_dir)
+    server_log = os.path.join(out_dir, SERVER_LOG)
+    process, port = _serve(serving_dir, server_log)
     try:
 
         histories = _test_histories(test_files, settings.queried_users)
@@ -292,13 +351,13 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            _, errors = process.communicate(timeout=60)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-            errors = ""
+            process.wait()
         if process.returncode not in (0, -signal.SIGTERM):
             say(f"      warning: the server exited with {process.returncode}: "
-                f"{(errors or '').strip().splitlines()[-1:] }")
+                f"{_last_line(server_log)} (whole log: {server_log})")
     say("      server stopped (SIGTERM)")
     timings["serving and queries"] = time.time() - stage
 
@@ -343,6 +402,7 @@ def run_demo(out_dir: str, settings: Optional[DemoSettings] = None,
                   "TensorBoard logs (`tensorboard --logdir`)":
                       os.path.join(pipeline_root, "Trainer", "model_run"),
                   "ML Metadata": os.path.join(pipeline_dir, "metadata.sqlite"),
+                  "server log": server_log,
                   "event log": paths["events"]},
     }
     timings["total"] = time.time() - started

@@ -124,6 +124,7 @@ def _error_cases(tmp_path):
     """One user mistake per subcommand: argv and a phrase the message must contain."""
     earlier_run = tmp_path / "run"
     (earlier_run / "pipeline").mkdir(parents=True)
+    (earlier_run / ".dspnet-demo-run").write_text("{}")  # written by the earlier demo run
     blocker = tmp_path / "file"
     blocker.write_text("x")
     return {
