@@ -72,3 +72,82 @@ def test_compose_file_runs_tf_serving_on_loopback_only():
     assert all(port.startswith("127.0.0.1:") for port in service["ports"])
     assert any("--model_config_file=" in arg for arg in service["command"])
     assert "healthcheck" in service
+
+
+def _deployment():
+    for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / "deployment.yaml").read_text()):
+        if doc["kind"] == "Deployment":
+            return doc
+    raise AssertionError("no Deployment")
+
+
+def test_kubernetes_pods_run_unprivileged():
+    pod = _deployment()["spec"]["template"]["spec"]
+    pod_context = pod["securityContext"]
+    assert pod_context["runAsNonRoot"] is True
+    # The tensorflow/serving image declares no USER (it would run as root), so runAsNonRoot
+    # needs a numeric non-root user or the kubelet refuses to start the container.
+    assert int(pod_context["runAsUser"]) > 0 and int(pod_context["runAsGroup"]) > 0
+    assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
+    writable = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context.get("privileged", False) is False
+        # A read-only root still has a writable scratch /tmp.
+        assert {m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"} \
+            <= writable and any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
+
+
+def _compose_healthcheck():
+    service = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())["services"]["tfserving"]
+    return service["healthcheck"]["test"]
+
+
+def test_compose_healthcheck_needs_only_bash():
+    # The tensorflow/serving image is Ubuntu with ca-certificates and the model server only (its
+    # entrypoint is a bash script): no curl, no wget. CMD-SHELL would run /bin/sh (dash), which
+    # has no /dev/tcp, so the check runs bash itself.
+    test = _compose_healthcheck()
+    assert test[0] == "CMD" and test[1] == "bash"
+    assert not any(tool in " ".join(test) for tool in ("curl", "wget", "python", "nc "))
+
+
+def _run_healthcheck(port: int) -> int:
+    import subprocess
+
+    command = [arg.replace("$$", "$") for arg in _compose_healthcheck()[1:]]  # compose escaping
+    command = [arg.replace("127.0.0.1/8501", f"127.0.0.1/{port}") for arg in command]
+    return subprocess.run(command, capture_output=True, timeout=10).returncode
+
+
+@pytest.mark.parametrize("status, healthy", [(200, True), (404, False)])
+def test_compose_healthcheck_passes_only_when_the_model_answers_200(status, healthy):
+    """Runs the healthcheck's own command against a stand-in for TF Serving's REST port."""
+    import http.server
+    import threading
+
+    paths = []
+
+    class Status(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server name)
+            paths.append(self.path)
+            self.send_response(status)  # 404 while no version is AVAILABLE
+            self.end_headers()
+            self.wfile.write(b'{"model_version_status": []}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Status)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert (_run_healthcheck(server.server_address[1]) == 0) is healthy
+        assert paths == ["/v1/models/dspnet"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _run_healthcheck(server.server_address[1]) != 0  # nothing listening: unhealthy
