@@ -259,3 +259,86 @@ def test_a_bad_override_fails_before_any_run_names_the_field(world_dir, tmp_path
                               overrides=dict(TINY, dropout=2.0), progress=finished.append,
                               workers=2)
     assert finished == [] and not (tmp_path / "results.json").exists()
+
+
+# Known answers of the benchmark's statistics: six users, two seeds per model.
+SIX_USERS = {
+    "dspnet": [[1, 1, 3, 3, 1, 20], [1, 3, 1, 3, 1, 25]],
+    "sasrec": [[3, 3, 3, 3, 3, 1], [3, 3, 3, 3, 1, 3]],
+    "most_popular": [[30] * 6, [30] * 6],
+}
+
+
+def _normal_wilcoxon_p(rank_sum_below, n, tie_groups):
+    """Two-sided p of the signed-rank statistic T under the normal approximation (no
+    continuity correction), with the variance's tie correction, written out by hand."""
+    import math
+
+    variance = n * (n + 1) * (2 * n + 1) / 24 - sum(t ** 3 - t for t in tie_groups) / 48
+    z = (rank_sum_below - n * (n + 1) / 4) / math.sqrt(variance)
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+@pytest.mark.filterwarnings("ignore:Sample size too small")
+def test_paired_test_is_a_wilcoxon_signed_rank_test_with_known_p_values():
+    import scipy.stats
+
+    from dspnet_tf.evaluation.quality_benchmark import paired_test
+
+    # Differences 1..6, all positive: T = 0, variance 6*7*13/24 = 22.75.
+    ours, theirs = np.arange(2.0, 8.0), np.ones(6)
+    result = paired_test(ours, theirs)
+    assert result["p_value"] == pytest.approx(_normal_wilcoxon_p(0, 6, []), rel=1e-9)
+    assert result["p_value"] == pytest.approx(0.0277078, abs=1e-6)
+    assert result["mean_difference"] == pytest.approx(3.5)
+    assert result["ratio"] == pytest.approx(4.5)
+    # A zero difference is dropped; tied |differences| share their mean rank:
+    # d = .5, .25, .25, 0, .25, -.75 -> ranks 4, 2, 2, -, 2, 5; T = min(10, 5) = 5, n = 5.
+    ours = np.array([1.0, 0.75, 0.75, 0.5, 1.0, 0.0])
+    theirs = np.array([0.5, 0.5, 0.5, 0.5, 0.75, 0.75])
+    result = paired_test(ours, theirs)
+    expected = _normal_wilcoxon_p(5, 5, [3])
+    assert result["p_value"] == pytest.approx(expected, rel=1e-9)
+    assert result["p_value"] == pytest.approx(
+        scipy.stats.wilcoxon(ours - theirs, method="approx").pvalue, rel=1e-9)
+    assert result["mean_difference"] == pytest.approx(1 / 12)
+    assert result["ratio"] == pytest.approx(8 / 7)
+    # Never different: p = 1; a baseline scoring 0 everywhere has no ratio.
+    assert paired_test(ours, ours.copy())["p_value"] == 1.0
+    assert np.isnan(paired_test(ours, np.zeros(6))["ratio"])
+
+
+@pytest.mark.filterwarnings("ignore:Sample size too small")
+def test_task_table_summarises_seeds_and_tests_dspnet_against_the_best_baseline():
+    from dspnet_tf.evaluation.quality_benchmark import NEXT_EVENT, _per_user, _task_table
+
+    scene_ranks = np.array([1, 2, 1, 1, 3, 1])
+    per_user = {name: [_per_user({"item_rank": np.array(r), "scene_rank": scene_ranks})
+                       for r in runs] for name, runs in SIX_USERS.items()}
+    oracle = {"item_rank": np.array([1, 1, 1, 2, 2, 3]), "scene_rank": np.ones(6)}
+    table = _task_table(NEXT_EVENT, per_user, oracle, list(SIX_USERS))
+    models = table["models"]
+    # NDCG@10 = 1 / log2(rank + 1): rank 1 -> 1, 3 -> 0.5, 20, 25, 30 -> 0.
+    assert models["dspnet"]["ndcg@10"] == {"mean": pytest.approx(4 / 6), "std": 0.0}
+    assert models["sasrec"]["ndcg@10"] == {"mean": pytest.approx(3.5 / 6), "std": 0.0}
+    assert models["most_popular"]["ndcg@10"] == {"mean": 0.0, "std": 0.0}
+    # Seeds differ in HR@20 (rank 20 hits, 25 misses): mean of the seed means, population std.
+    assert models["dspnet"]["hr@20"]["mean"] == pytest.approx(11 / 12)
+    assert models["dspnet"]["hr@20"]["std"] == pytest.approx(1 / 12)
+    mrr_seeds = [(3 + 2 / 3 + 1 / 20) / 6, (3 + 2 / 3 + 1 / 25) / 6]
+    assert models["dspnet"]["mrr"]["mean"] == pytest.approx(np.mean(mrr_seeds))
+    assert models["dspnet"]["mrr"]["std"] == pytest.approx(abs(mrr_seeds[0] - mrr_seeds[1]) / 2)
+    assert models["dspnet"]["scene_acc@1"]["mean"] == pytest.approx(4 / 6)
+    assert table["oracle"]["ndcg@10"] == pytest.approx(
+        (3 + 2 * 0.6309297536 + 0.5) / 6)
+    assert table["oracle"]["scene_acc@1"] == 1.0
+    # The paired unit is the user's NDCG@10 averaged over seeds: dspnet [1, .75, .75, .5, 1, 0],
+    # sasrec [.5, .5, .5, .5, .75, .75] (T = 5 of n = 5, three tied), most-popular all 0
+    # (T = 0 of n = 5, tie groups of two and two).
+    sasrec, popular = table["comparisons"]["sasrec"], table["comparisons"]["most_popular"]
+    assert sasrec["p_value"] == pytest.approx(_normal_wilcoxon_p(5, 5, [3]), rel=1e-9)
+    assert sasrec["p_value"] == pytest.approx(0.492207, abs=1e-6)
+    assert popular["p_value"] == pytest.approx(_normal_wilcoxon_p(0, 5, [2, 2]), rel=1e-9)
+    assert table["significance"] == {"model": "dspnet", "baseline": "sasrec",
+                                     "metric": "ndcg@10", "p_value": sasrec["p_value"],
+                                     "ratio": pytest.approx(8 / 7)}
