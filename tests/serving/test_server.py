@@ -38,6 +38,12 @@ def _in_process(path, histories):
     return {k: v.numpy() for k, v in out.items()}
 
 
+def _scene_probs(outputs, row):
+    """scene name -> probability of one row of an answer."""
+    return {name.decode(): float(prob)
+            for name, prob in zip(outputs["scene_ids"][row], outputs["scene_probs"][row])}
+
+
 def test_batch_answers_match_the_savedmodel_called_in_process(client, exported_versions):
     answers = client.recommend_batch([h[0] for h in HISTORIES], [h[1] for h in HISTORIES])
     expected = _in_process(exported_versions[2], HISTORIES)  # newest version by default
@@ -47,6 +53,7 @@ def test_batch_answers_match_the_savedmodel_called_in_process(client, exported_v
         np.testing.assert_allclose(answer.scores, expected["item_scores"][row], rtol=1e-6)
         assert answer.scenes == [x.decode() for x in expected["scene_ids"][row]]
         np.testing.assert_allclose(sum(answer.scene_probs), 1.0, rtol=1e-5)
+        assert dict(answer.next_scenes) == pytest.approx(_scene_probs(expected, row), rel=1e-6)
 
 
 def test_a_specific_version_is_served_when_asked(client, exported_versions):
@@ -58,11 +65,14 @@ def test_a_specific_version_is_served_when_asked(client, exported_versions):
     assert first.scores != second.scores
 
 
-def test_k_and_next_scene(client):
+def test_k_and_next_scene(client, exported_versions):
     answer = client.recommend(*HISTORIES[0], k=3, target_scene="live")
     assert len(answer.items) == 3
     scenes = client.next_scene(*HISTORIES[0])
-    assert sorted(s for s, _ in scenes) == sorted(["feed", "search", "live", "favorites", "cart"])
+    # Each scene's probability by name, as the SavedModel gives it in process.
+    expected = _scene_probs(_in_process(exported_versions[2], HISTORIES[:1]), 0)
+    assert set(expected) == {"feed", "search", "live", "favorites", "cart"}
+    assert dict(scenes) == pytest.approx(expected, rel=1e-6)
     assert [p for _, p in scenes] == sorted((p for _, p in scenes), reverse=True)
     with pytest.raises(ValueError, match="at most 10"):
         client.recommend(*HISTORIES[0], k=11)
