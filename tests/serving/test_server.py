@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
-import shutil
-import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 import grpc
@@ -158,38 +158,44 @@ def test_metadata_and_status(client):
     assert client.wait_until_ready(timeout=5) == 2
 
 
-def _curl(url, body=None):
-    command = ["curl", "-s", "-w", "\n%{http_code}", url]
-    if body is not None:
-        command += ["-X", "POST", "-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    payload, status = lines.rsplit("\n", 1)
-    return int(status), json.loads(payload)
+def _http(url, body=None):
+    """(status, JSON body) of a GET, or of a POST of `body` as JSON; error statuses too."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        if body is None:
+            connection.request("GET", parts.path)
+        else:
+            connection.request("POST", parts.path, body=json.dumps(body),
+                               headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_rest_predict_matches_grpc(server, client):
     url = f"http://127.0.0.1:{server.rest_port}/v1/models/dspnet"
     items, scenes = HISTORIES[0]
     grpc_answer = client.recommend(items, scenes)
-    status, raw = _curl(url + ":predict", {"signature_name": "predict_raw", "instances": [
+    status, raw = _http(url + ":predict", {"signature_name": "predict_raw", "instances": [
         {"item_history": items, "scene_history": scenes}]})
     assert status == 200 and raw["predictions"][0]["item_ids"] == grpc_answer.items
     encoded = base64.b64encode(make_example(items, scenes)).decode()
-    status, rows = _curl(url + ":predict", {"instances": [{"b64": encoded}]})
+    status, rows = _http(url + ":predict", {"instances": [{"b64": encoded}]})
     assert status == 200 and rows["predictions"][0]["item_ids"] == grpc_answer.items
-    status, columns = _curl(url + "/versions/1:predict", {"inputs": {"examples": [{"b64": encoded}]}})
+    status, columns = _http(url + "/versions/1:predict", {"inputs": {"examples": [{"b64": encoded}]}})
     assert status == 200
     assert columns["outputs"]["item_ids"][0] == client.recommend(items, scenes, version=1).items
-    status, body = _curl(url)
+    status, body = _http(url)
     assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
-    status, body = _curl(url + "/metadata")
+    status, body = _http(url + "/metadata")
     assert status == 200 and "predict_raw" in body["metadata"]["signature_def"]["signature_def"]
-    status, body = _curl(url + ":predict", {"signature_name": "nope", "instances": [1]})
+    status, body = _http(url + ":predict", {"signature_name": "nope", "instances": [1]})
     assert status == 400 and "nope" in body["error"]
-    status, body = _curl(url.replace("dspnet", "other") + ":predict", {"instances": [1]})
+    status, body = _http(url.replace("dspnet", "other") + ":predict", {"instances": [1]})
     assert status == 404
-    status, body = _curl(url + ":predict", {"signature_name": "predict_raw", "instances": [
+    status, body = _http(url + ":predict", {"signature_name": "predict_raw", "instances": [
         {"item_history": ["a", "b"], "scene_history": ["feed"]},
         {"item_history": ["a"], "scene_history": ["feed"]}]})
     assert status == 400 and "error" in body
