@@ -327,7 +327,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from serving.model_manager import VersionPolicy  # pylint: disable=import-outside-toplevel
     from serving.prediction import RequestLimits  # pylint: disable=import-outside-toplevel
-    from serving.server import ModelServer, ServerOptions  # pylint: disable=import-outside-toplevel
+    from serving.server import (  # pylint: disable=import-outside-toplevel
+        ModelServer,
+        ServerOptions,
+        format_address,
+    )
 
     if not os.path.isdir(args.model_base_path):
         raise UserError(f"--model-base-path {args.model_base_path}: no such folder (expected "
@@ -363,14 +367,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=RequestLimits(max_request_bytes=args.max_request_bytes,
                              max_batch_size=args.max_batch_size, max_history=args.max_history),
         workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca)
+        tls_client_ca=args.tls_client_ca, rest_max_connections=args.rest_max_connections,
+        rest_timeout=args.rest_timeout)
     try:
         server = ModelServer(options)
     except (OSError, RuntimeError, ValueError) as err:
         raise UserError(f"cannot start the server: {err}") from None
     server.start()
-    print(f"serving {args.model_name!r}: gRPC {args.host}:{server.port}"
-          + (f", REST http{'s' if args.tls_cert else ''}://{args.host}:{server.rest_port}"
+    print(f"serving {args.model_name!r}: gRPC {format_address(args.host, server.port)}"
+          + (f", REST http{'s' if args.tls_cert else ''}://"
+             f"{format_address(args.host, server.rest_port)}"
              if server.rest_port else "") + "  (Ctrl-C or SIGTERM to stop)", flush=True)
     server.serve_until_signal()
     return 0
@@ -624,6 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threads per TensorFlow op (0: TensorFlow's default, all cores)")
     serve.add_argument("--inter-op-threads", type=int, default=0,
                        help="ops run in parallel (0: TensorFlow's default)")
+    serve.add_argument("--rest-max-connections", type=_positive_int, default=64,
+                       help="open REST connections at most, one thread each; more are refused "
+                            "with 503 at once (default: %(default)s)")
+    serve.add_argument("--rest-timeout", type=float, default=10.0,
+                       help="seconds a REST read may wait (idle keep-alive, slow headers or "
+                            "body, TLS handshake) before the connection is dropped "
+                            "(default: %(default)s)")
     serve.add_argument("--tls-cert", help="PEM server certificate (with --tls-key: TLS on)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA; clients must present a certificate "

@@ -48,7 +48,11 @@ class ServerOptions:
       limits: request limits (size, batch, history length).
       workers: gRPC worker threads; `max_concurrent_rpcs` beyond them get RESOURCE_EXHAUSTED.
       tls_cert / tls_key: PEM paths; with both, gRPC and REST use TLS.
-      tls_client_ca: PEM path; if set, clients must present a certificate it signed.
+      tls_client_ca: PEM path; if set, clients must present a certificate it signed (needs
+        tls_cert and tls_key: client certificates only exist inside TLS).
+      rest_max_connections: open REST connections at most (one thread each); more get 503.
+      rest_timeout: seconds a REST read may wait (idle keep-alive, slow headers or body, the
+        TLS handshake) before the connection is dropped.
     """
 
     model_base_path: str
@@ -65,6 +69,13 @@ class ServerOptions:
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
     tls_client_ca: Optional[str] = None
+    rest_max_connections: int = 64
+    rest_timeout: float = 10.0
+
+
+def format_address(host: str, port: int) -> str:
+    """host:port, with an IPv6 host in brackets ("[::1]:8500") as gRPC and URLs need it."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _read(path: str) -> bytes:
@@ -78,6 +89,9 @@ class ModelServer:
     def __init__(self, options: ServerOptions) -> None:
         if bool(options.tls_cert) != bool(options.tls_key):
             raise ValueError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        if options.tls_client_ca and not options.tls_cert:
+            # Without this the server would start in plaintext and accept anyone.
+            raise ValueError("--tls-client-ca needs TLS on: give --tls-cert and --tls-key too")
         self.options = options
         self.manager = ModelManager(options.model_name, options.model_base_path,
                                     VersionPolicy.parse(options.version_policy),
@@ -92,7 +106,7 @@ class ModelServer:
                      ("grpc.so_reuseport", 0)],
         )
         add_services(self.grpc_server, self.manager, limits)
-        address = f"{options.host}:{options.port}"
+        address = format_address(options.host, options.port)
         if options.tls_cert:
             credentials = grpc.ssl_server_credentials(
                 [(_read(options.tls_key), _read(options.tls_cert))],
@@ -112,7 +126,9 @@ class ModelServer:
                 if options.tls_client_ca:
                     context.load_verify_locations(options.tls_client_ca)
                     context.verify_mode = ssl.CERT_REQUIRED
-            self.rest = RestServer(self.manager, options.host, options.rest_port, limits, context)
+            self.rest = RestServer(self.manager, options.host.strip("[]"), options.rest_port,
+                                   limits, context, options.rest_max_connections,
+                                   options.rest_timeout)
         self.rest_port = self.rest.port if self.rest else None
         self._stopped = threading.Event()
 
@@ -122,9 +138,10 @@ class ModelServer:
         self.grpc_server.start()
         if self.rest:
             self.rest.start()
-        LOG.info("serving model %r from %s: gRPC %s:%d%s; versions %s", self.options.model_name,
-                 self.manager.base_path, self.options.host, self.port,
-                 f", REST {self.options.host}:{self.rest_port}" if self.rest else "",
+        LOG.info("serving model %r from %s: gRPC %s%s; versions %s", self.options.model_name,
+                 self.manager.base_path, format_address(self.options.host, self.port),
+                 f", REST {format_address(self.options.host, self.rest_port)}"
+                 if self.rest else "",
                  self.manager.serving_versions or "none yet (polling)")
         return self
 
@@ -133,9 +150,10 @@ class ModelServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        grpc_stopped = self.grpc_server.stop(grace)  # refuses new RPCs now; both drain at once
         if self.rest:
-            self.rest.stop()
-        self.grpc_server.stop(grace).wait()
+            self.rest.stop(grace)
+        grpc_stopped.wait()
         self.manager.stop()
         LOG.info("server stopped")
 
