@@ -85,6 +85,13 @@ class DSPnetClient:
         self.model_name = model_name
         self.version = version
         self.timeout = timeout
+        if (client_certificate is None) != (client_key is None):
+            raise ValueError("a client certificate needs its key: give both client_certificate "
+                             "and client_key")
+        if client_certificate is not None and root_certificates is None:
+            # Else the certificate would be dropped and the channel fall back to plaintext.
+            raise ValueError("client_certificate needs TLS: give root_certificates too (the CA "
+                             "that signed the server's certificate)")
         if root_certificates is not None:
             def read(value):
                 if value is None or isinstance(value, bytes):

@@ -47,6 +47,19 @@ def _guarded(method: Callable) -> Callable:
     return wrapper
 
 
+def _check_still_wanted(context) -> None:
+    """DEADLINE_EXCEEDED / CANCELLED instead of running the model for nobody.
+
+    A request can wait in the worker queue past its deadline; TF Serving skips such work too.
+    """
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                           "the request's deadline passed before the model ran")
+    if not context.is_active():
+        raise ServingError(grpc.StatusCode.CANCELLED, "the client cancelled the request")
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata (Classify, Regress, MultiInference: UNIMPLEMENTED)."""
 
@@ -59,6 +72,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec = request.model_spec
         loaded = self.manager.resolve(spec.name, _model_spec_version(spec), spec.version_label)
         inputs = array_input(request.inputs, loaded, spec.signature_name, self.limits)
+        _check_still_wanted(context)
         outputs = run_signature(loaded, spec.signature_name, inputs, request.output_filter)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.manager.name

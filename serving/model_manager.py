@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -28,9 +29,28 @@ LOG = logging.getLogger("dspnet.serving")
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
 
 
+# int64, as TF Serving's version numbers are; a larger folder name is not a version.
+_MAX_VERSION = 2 ** 63 - 1
+_warned_names: set = set()
+
+
+def version_number(entry: str) -> Optional[int]:
+    """The version a folder name stands for, or None.
+
+    Only canonical decimal numbers in int64 count: `str.isdigit` also accepts "²" (and `int`
+    then fails), "01" and "1" would be two folders for one version, and a number above int64
+    cannot travel in `model_spec.version`.
+    """
+    if not (entry.isascii() and entry.isdigit()) or (len(entry) > 1 and entry[0] == "0"):
+        return None
+    number = int(entry)
+    return number if number <= _MAX_VERSION else None
+
+
 def model_versions(base_path: str) -> Dict[int, str]:
     """Version -> folder of each complete version (`<base>/<integer>/saved_model.pb`) under a
-    model base path (TF Serving's layout, what the Pusher writes); empty if there is none."""
+    model base path (TF Serving's layout, what the Pusher writes); empty if there is none.
+    Folders whose names are not version numbers are skipped (with one warning each)."""
     found = {}
     try:
         entries = os.listdir(base_path)
@@ -38,8 +58,15 @@ def model_versions(base_path: str) -> Dict[int, str]:
         return found
     for entry in entries:
         path = os.path.join(base_path, entry)
-        if entry.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
-            found[int(entry)] = path
+        number = version_number(entry)
+        if number is None:
+            if entry[:1].isdigit() and os.path.isdir(path) and path not in _warned_names:
+                _warned_names.add(path)
+                LOG.warning("%s: not a version folder name (a decimal number without leading "
+                            "zeros, at most %d); skipped", path, _MAX_VERSION)
+            continue
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            found[number] = path
     return found
 
 
@@ -114,14 +141,23 @@ def _read_signature_defs(path: str) -> Mapping[str, object]:
     return dict(proto.meta_graphs[0].signature_def)
 
 
-def _fingerprint(path: str) -> Tuple[float, int]:
-    """Changes when a version's files are replaced, so a refused version is retried then."""
-    latest, total = 0.0, 0
+def _fingerprint(path: str) -> Tuple[Tuple[str, int, int, int, int], ...]:
+    """Changes when a version's files change, so a refused version is retried then.
+
+    Per file: name, size, mtime, ctime and inode. A file replaced by rename gets a new inode,
+    and one rewritten in place gets a new ctime even if its size and mtime are set back.
+    """
+    entries = []
     for root, _, files in os.walk(path):
         for name in files:
-            stat = os.stat(os.path.join(root, name))
-            latest, total = max(latest, stat.st_mtime), total + stat.st_size
-    return latest, total
+            full = os.path.join(root, name)
+            try:
+                stat = os.stat(full)
+            except FileNotFoundError:  # removed while we walk: the next poll sees the rest
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns,
+                            stat.st_ctime_ns, stat.st_ino))
+    return tuple(sorted(entries))
 
 
 def _warm_up(loaded: LoadedVersion) -> None:
@@ -163,7 +199,7 @@ class ModelManager:
         self.version_labels = dict(version_labels or {})
         self._loaded: Dict[int, LoadedVersion] = {}
         self._status: Dict[int, VersionStatus] = {}
-        self._refused: Dict[int, Tuple[float, int]] = {}  # version -> fingerprint when refused
+        self._refused: Dict[int, tuple] = {}  # version -> fingerprint of the refused files
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
@@ -205,6 +241,9 @@ class ModelManager:
         with self._lock:
             self._status[version] = VersionStatus(version, LOADING)
         started = time.time()
+        # Taken before loading: files that change while we load (a copy finishing) then
+        # differ from what was refused, and the version is retried.
+        fingerprint = _fingerprint(path)
         try:
             loaded = LoadedVersion(version, path, tf.saved_model.load(path),
                                    _read_signature_defs(path))
@@ -212,11 +251,12 @@ class ModelManager:
         except Exception as err:  # pylint: disable=broad-except
             # Anything a broken version throws (DataLossError, NotFoundError, a parse error).
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            self._refused[version] = _fingerprint(path)
-            with self._lock:
+            self._refused[version] = fingerprint
+            with self._lock:  # the status goes to clients: no server paths in it
                 self._status[version] = VersionStatus(
                     version, END, grpc.StatusCode.DATA_LOSS,
-                    f"version {version} at {path} refused: {type(err).__name__}: {first_line}")
+                    f"version {version} refused: {type(err).__name__}: "
+                    f"{re.sub(r'(?:/[^ /:]+){2,}/?', '<path>', first_line)}")
             LOG.error("model %s: refused version %d at %s (%s: %s); still serving %s",
                       self.name, version, path, type(err).__name__, first_line,
                       sorted(self._loaded) or "nothing")
@@ -267,7 +307,7 @@ class ModelManager:
             if not loaded:
                 raise ServingError(grpc.StatusCode.NOT_FOUND,
                                    f"Servable not found for request: Latest({name}); no version "
-                                   f"of it is loaded from {self.base_path}")
+                                   "of it is loaded yet")
             return loaded[max(loaded)]
         if version not in loaded:
             raise ServingError(grpc.StatusCode.NOT_FOUND,

@@ -94,6 +94,27 @@ def check_examples(name: str, array: np.ndarray, limits: RequestLimits) -> None:
                                "tf.train.Example")
 
 
+# TensorProto's typed value fields, by dtype (half and bfloat16 travel in half_val).
+_VALUE_FIELDS = {
+    "DT_STRING": "string_val", "DT_INT64": "int64_val", "DT_INT32": "int_val",
+    "DT_INT16": "int_val", "DT_INT8": "int_val", "DT_UINT8": "int_val",
+    "DT_UINT16": "int_val", "DT_FLOAT": "float_val", "DT_DOUBLE": "double_val",
+    "DT_BOOL": "bool_val", "DT_HALF": "half_val", "DT_BFLOAT16": "half_val",
+    "DT_UINT32": "uint32_val", "DT_UINT64": "uint64_val",
+}
+
+
+def _value_count(proto) -> int:
+    """How many values a TensorProto carries (not how many its shape claims)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    if proto.tensor_content:
+        itemsize = tf.as_dtype(proto.dtype).size
+        return len(proto.tensor_content) // itemsize if itemsize else -1
+    field = _VALUE_FIELDS.get(_dtype_name(proto.dtype))
+    return len(getattr(proto, field)) if field else -1
+
+
 def tensor_proto_to_array(name: str, proto, expected_dtype: int, expected_rank: Optional[int],
                           limits: RequestLimits) -> np.ndarray:
     """A TensorProto as a numpy array, refusing wrong dtypes and oversized shapes first."""
@@ -109,8 +130,10 @@ def tensor_proto_to_array(name: str, proto, expected_dtype: int, expected_rank: 
                            f"input {name!r}: shape {dims} is not fully defined")
     check_shape(name, dims, expected_rank, limits)
     count = math.prod(dims)
-    given = len(proto.string_val) if proto.dtype == tf.string.as_datatype_enum else None
-    if given is not None and given not in (count, 1) and not proto.tensor_content:
+    given = _value_count(proto)
+    if given != count:
+        # TensorFlow would broadcast one value to the whole shape (30 bytes on the wire ->
+        # a 1024 x 2048 batch); the request must carry every value it claims.
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input {name!r}: shape {dims} needs {count} values, got {given}")
     try:
@@ -122,6 +145,9 @@ def tensor_proto_to_array(name: str, proto, expected_dtype: int, expected_rank: 
     return array
 
 
+_PATHS = re.compile(r"(?:/[\w.+-]+){2,}/?")
+
+
 def _tf_error_summary(err: Exception) -> str:
     """The line of a TF runtime error that says what is wrong (not the graph-node noise)."""
     text = getattr(err, "message", None) or str(err)
@@ -131,7 +157,8 @@ def _tf_error_summary(err: Exception) -> str:
     noise = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
     lines = [line.strip() for line in text.splitlines()]
     useful = [line for line in lines if line and not line.startswith(noise)]
-    return (useful[0] if useful else type(err).__name__)[:500]
+    # Clients learn what was wrong with their request, not where the server keeps its files.
+    return _PATHS.sub("<path>", useful[0] if useful else type(err).__name__)[:500]
 
 
 def signature_input_specs(loaded: LoadedVersion, signature_name: str) -> Mapping[str, object]:

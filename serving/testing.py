@@ -104,3 +104,63 @@ def check_contract(signatures: dict, top_k: int, num_scenes: int, max_len: int) 
             for tensor, (dtype, shape) in expected.items():
                 found = signatures[name][side][tensor]
                 assert found == {"dtype": dtype, "shape": shape}, (name, side, tensor, found)
+
+
+def _certificate(subject: str, issuer_key, issuer: str, public_key, ca: bool = False,
+                 server: bool = False):
+    import datetime  # pylint: disable=import-outside-toplevel
+    import ipaddress  # pylint: disable=import-outside-toplevel
+
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives import hashes  # pylint: disable=import-outside-toplevel
+    from cryptography.x509.oid import NameOID  # pylint: disable=import-outside-toplevel
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+               .public_key(public_key).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1)))
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    if server:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def write_test_pki(folder: str) -> dict:
+    """Throwaway PEM files for TLS tests: a CA, a server certificate it signs (127.0.0.1 and
+    localhost), a client certificate it signs, and an unrelated second CA. -> name -> path
+    (ca.pem, other-ca.pem, server.pem, server.key, client.pem, client.key)."""
+    from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=import-outside-toplevel
+
+    def key_pem(key) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    ca_key, other_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1())
+                                                 for _ in range(4))
+    files = {
+        "ca.pem": _certificate("dspnet test CA", ca_key, "dspnet test CA",
+                               ca_key.public_key(), ca=True),
+        "other-ca.pem": _certificate("other CA", other_key, "other CA", other_key.public_key(),
+                                     ca=True),
+        "server.pem": _certificate("127.0.0.1", ca_key, "dspnet test CA",
+                                   server_key.public_key(), server=True),
+        "client.pem": _certificate("dspnet test client", ca_key, "dspnet test CA",
+                                   client_key.public_key()),
+    }
+    paths = {}
+    for name, cert in files.items():
+        paths[name] = os.path.join(folder, name)
+        with open(paths[name], "wb") as handle:
+            handle.write(cert.public_bytes(serialization.Encoding.PEM))
+    for name, key in {"server.key": server_key, "client.key": client_key}.items():
+        paths[name] = os.path.join(folder, name)
+        with open(paths[name], "wb") as handle:
+            handle.write(key_pem(key))
+    return paths

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import threading
@@ -18,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from serving.client import DSPnetClient, make_example
 from serving.server import ModelServer, ServerOptions
-from serving.testing import install_version
+from serving.testing import install_version, write_test_pki
 
 pytestmark = pytest.mark.reliability
 FUZZED = []
@@ -225,55 +224,8 @@ def test_a_corrupt_version_is_refused_under_load_and_a_good_one_then_served(
     assert any("refused version 2" in record.getMessage() for record in caplog.records)
 
 
-def _certificate(subject_name, issuer_key, issuer_name, public_key, ca=False):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_name)]))
-               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-               .public_key(public_key).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1)))
-    if ca:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-    else:
-        import ipaddress
-
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write_pki(folder):
-    """A CA, a server certificate it signs (127.0.0.1), and an unrelated second CA."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    def pem(cert):
-        return cert.public_bytes(serialization.Encoding.PEM)
-
-    paths = {}
-    ca_key, other_key, server_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = _certificate("dspnet test CA", ca_key, "dspnet test CA", ca_key.public_key(), ca=True)
-    other = _certificate("other CA", other_key, "other CA", other_key.public_key(), ca=True)
-    server = _certificate("127.0.0.1", ca_key, "dspnet test CA", server_key.public_key())
-    for name, data in {
-        "ca.pem": pem(ca), "other-ca.pem": pem(other), "server.pem": pem(server),
-        "server.key": server_key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()),
-    }.items():
-        paths[name] = str(folder / name)
-        (folder / name).write_bytes(data)
-    return paths
-
-
 def test_tls_right_ca_connects_and_wrong_ca_is_refused(exported_versions, tmp_path):
-    pki = _write_pki(tmp_path)
+    pki = write_test_pki(str(tmp_path))
     base = tmp_path / "base"
     base.mkdir()
     install_version(str(base), 1, exported_versions[1])
