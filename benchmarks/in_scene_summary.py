@@ -60,7 +60,13 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--ablations", action="append", default=[],
                         help="folder of an ablation (or variant) run's results.json; repeatable")
     args = parser.parse_args(argv)
-    results = _load(args.main)
+    print(render(args.main, args.ablations))
+    return 0
+
+
+def render(main_folder: str, ablation_folders: List[str] = ()) -> str:
+    """The Markdown of the current quality tables (QUALITY.md's first section, make_docs.py)."""
+    results = _load(main_folder)
     out: List[str] = []
     for task, title in TASKS.items():
         table = results["tasks"][task]
@@ -128,15 +134,14 @@ def main(argv: List[str] = None) -> int:
                 f"({test['p_value']:.2g}) | {'yes' if part['dspnet_significantly_below'] else 'no'} | "
                 f"{point['scene_lift']['dspnet']:.4f} / {point['scene_lift']['oracle']:.4f} |")
         out.append("")
-    for folder in args.ablations:
+    for folder in ablation_folders:
         ablations = _load(folder)
         names = [n for n in ablations["tasks"]["in_scene"]["models"]]
         out += [f"### `{os.path.basename(os.path.normpath(folder))}` (seeds {ablations['seeds']}; "
                 "`dspnet` is the default model)", ""]
         for task, title in TASKS.items():
             out += [f"{title}:", ""] + task_table(ablations, task, names) + [""]
-    print("\n".join(out))
-    return 0
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
