@@ -221,3 +221,38 @@ def test_pipeline_run_says_whether_this_run_pushed_a_model(blessed, tmp_path, ca
         assert "pushed version 200" in text and "no new model" not in text
     else:
         assert "no new model pushed (still serving version 100" in text and "did not bless" in text
+
+
+def test_train_with_the_mirrored_strategy_trains_what_the_default_strategy_trains(tmp_path,
+                                                                                   monkeypatch):
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+
+    from dspnet_tf import resilience
+
+    models = {}
+
+    def keep_model(target, write):
+        # write is the trained model's bound save; saving is left out (seconds, and tested by
+        # the SIGKILL resume test).
+        models[target] = write.__self__
+        return target
+
+    monkeypatch.setattr(resilience, "replace_directory_atomically", keep_model)
+    metrics = {}
+    for distribution in ("default", "mirrored"):
+        out = tmp_path / distribution
+        assert cli.main(["train", "--distribution", distribution, "--users", "40", "--epochs",
+                         "2", "--max-len", "6", "--seed", "3", "--out", str(out)]) == 0
+        metrics[distribution] = json.loads((out / "metrics.json").read_text())
+    default, mirrored = (models[str(tmp_path / d / "model")] for d in ("default", "mirrored"))
+    assert isinstance(mirrored.distribute_strategy, tf.distribute.MirroredStrategy)
+    assert not isinstance(default.distribute_strategy, tf.distribute.MirroredStrategy)
+    steps = int(default.optimizer.iterations.numpy())
+    assert int(mirrored.optimizer.iterations.numpy()) == steps > 0
+    # One replica on this machine: the same steps on the same data give the same model.
+    for a, b in zip(default.trainable_weights, mirrored.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.name)
+    assert metrics["mirrored"] == pytest.approx(metrics["default"], abs=1e-6)
