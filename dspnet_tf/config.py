@@ -403,10 +403,12 @@ class DSPnetConfig:
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
+        """Every field as a plain dict (JSON-compatible), the inverse of `from_dict`."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "DSPnetConfig":
+        """Builds a config from a dict; an unknown key raises `ConfigError` (no silent typo)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -414,10 +416,12 @@ class DSPnetConfig:
         return cls(**values)
 
     def to_json(self) -> str:
+        """The config as indented JSON with sorted keys (stable, so diffs are readable)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "DSPnetConfig":
+        """Parses `to_json` output; malformed JSON or a non-object raises `ConfigError`."""
         try:
             values = json.loads(text)
         except json.JSONDecodeError as err:

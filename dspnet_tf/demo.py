@@ -51,6 +51,7 @@ class DemoSettings:
 
     @classmethod
     def tiny(cls) -> "DemoSettings":
+        """A demo small enough for a test: a few hundred users, one epoch, two cheap baselines."""
         return cls(users=200, items=80, categories=4, epochs=1,
                    baselines=("most_popular", "scene_popular"),
                    baseline_epochs=1, queried_users=100, latency_requests=30,

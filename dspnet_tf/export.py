@@ -188,6 +188,7 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """The `serving_default` signature: serialized tf.Examples -> top-K items, scene probs."""
         return self._answer(tf.io.parse_example(examples, RAW_FEATURE_SPEC))
 
     @tf.function(input_signature=[
@@ -195,6 +196,7 @@ class ServingModule(tf.Module):
         tf.TensorSpec([None, None], tf.string, name=SCENE_HISTORY),
     ])
     def serve_raw(self, item_history: tf.Tensor, scene_history: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """The `predict_raw` signature: dense [B, L] histories, "" padded -> the same outputs."""
         # Padding "" is dropped, so a dense request becomes the same sparse history as an Example.
         # Rows may be padded on either side; boolean_mask packs the real events to the left.
         items = tf.ragged.boolean_mask(item_history, item_history != "").to_sparse()
@@ -205,11 +207,13 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """The `transform_features` signature: the preprocessing alone, for TFMA."""
         raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
         return self.preprocess({ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]})
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def encode_users(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """The `encode_users` signature: each history's fused representation z, `user_embedding`."""
         raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
         transformed = self.preprocess({ITEM_HISTORY: raw[ITEM_HISTORY],
                                        SCENE_HISTORY: raw[SCENE_HISTORY]})
@@ -218,6 +222,12 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def evaluate_ranking(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """The `evaluate_ranking` signature: per-example NDCG@10 / HR@10 of the last item.
+
+        Each example's last item is scored from the events before it, in the next-event task
+        and in the in-scene task (told the last event's scene), with pessimistic ties; TFMA's
+        Evaluator averages them.
+        """
         raw = tf.io.parse_example(examples, RAW_FEATURE_SPEC)
         items = sparse_rows(raw[ITEM_HISTORY])
         scenes = sparse_rows(raw[SCENE_HISTORY])

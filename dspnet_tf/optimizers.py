@@ -29,6 +29,7 @@ class LazyAdam(tf.keras.optimizers.Adam):
     """
 
     def update_step(self, gradient, variable):
+        """Adam's step for one variable; a sparse gradient updates only the rows it names."""
         if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
             return super().update_step(gradient, variable)
         dtype = variable.dtype

@@ -90,6 +90,7 @@ def plot_confusion(counts: np.ndarray, names: List[str], path: str) -> None:
 
 
 def plot_latency(latencies_ms: List[float], path: str) -> None:
+    """Histogram of per-request gRPC latencies with the p50 and p99 marked, saved as `path`."""
     plt = _pyplot()
     values = np.asarray(latencies_ms)
     fig, axis = plt.subplots(figsize=(5.5, 3.5))

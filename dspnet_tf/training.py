@@ -37,9 +37,11 @@ class EpochTimer(tf.keras.callbacks.Callback):
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        """Starts the epoch's clock."""
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        """Appends the epoch's wall time to `seconds`."""
         self.seconds.append(time.perf_counter() - self._started)
 
 

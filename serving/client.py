@@ -45,6 +45,7 @@ class Recommendation:
 
     @property
     def next_scenes(self) -> List[Tuple[str, float]]:
+        """(scene, probability) pairs, most likely first."""
         return list(zip(self.scenes, self.scene_probs))
 
 
@@ -209,6 +210,7 @@ class DSPnetClient:
                            f"{timeout:.0f} s ({last_error})")
 
     def close(self) -> None:
+        """Closes the gRPC channel (also done on leaving a `with` block)."""
         self.channel.close()
 
     def __enter__(self) -> "DSPnetClient":

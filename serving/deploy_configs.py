@@ -67,5 +67,6 @@ def parse_batching_parameters(text: str):
 
 
 def read_batching_parameters(path: str):
+    """Reads a `--batching_parameters_file` and checks it as `parse_batching_parameters` does."""
     with open(path, encoding="utf-8") as handle:
         return parse_batching_parameters(handle.read())

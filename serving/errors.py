@@ -33,4 +33,5 @@ class ServingError(Exception):
 
     @property
     def http_status(self) -> int:
+        """The HTTP status TF Serving's REST API answers with for this code (500 if unmapped)."""
         return HTTP_STATUS.get(self.code, 500)

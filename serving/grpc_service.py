@@ -69,6 +69,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_guarded
     def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+        """Runs a signature of the requested model version on the request's input tensors."""
         spec = request.model_spec
         loaded = self.manager.resolve(spec.name, _model_spec_version(spec), spec.version_label)
         inputs = array_input(request.inputs, loaded, spec.signature_name, self.limits)
@@ -84,6 +85,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_guarded
     def GetModelMetadata(self, request, context):  # noqa: N802
+        """The version's SignatureDefs (the only metadata field TF Serving offers)."""
         spec = request.model_spec
         loaded = self.manager.resolve(spec.name, _model_spec_version(spec), spec.version_label)
         fields = list(request.metadata_field)
@@ -121,11 +123,13 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     @_guarded
     def GetModelStatus(self, request, context):  # noqa: N802
+        """The state of each version of the model (or of the requested one)."""
         spec = request.model_spec
         return status_response(self.manager, spec.name, _model_spec_version(spec))
 
 
 def add_services(server: grpc.Server, manager: ModelManager, limits: RequestLimits) -> None:
+    """Registers PredictionService and ModelService for `manager`'s model on a gRPC server."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(manager, limits), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)

@@ -83,6 +83,7 @@ class VersionPolicy:
 
     @classmethod
     def parse(cls, text: str) -> "VersionPolicy":
+        """Parses "latest", "latest:N", "all" or "specific:V1,V2"; else raises ValueError."""
         kind, _, rest = text.strip().partition(":")
         try:
             if kind == "latest":
@@ -100,6 +101,7 @@ class VersionPolicy:
                          "specific:V1,V2")
 
     def select(self, versions: Sequence[int]) -> List[int]:
+        """The versions this policy serves out of those on disk, newest first."""
         ordered = sorted(versions, reverse=True)
         if self.kind == "latest":
             return ordered[: self.count]
@@ -118,6 +120,7 @@ class LoadedVersion:
     signature_defs: Mapping[str, object]  # name -> tensorflow.core.protobuf SignatureDef
 
     def signature(self, name: str):
+        """The callable concrete function of the SavedModel signature `name`."""
         return self.saved_model.signatures[name]
 
 
@@ -284,6 +287,7 @@ class ModelManager:
                               self.base_path)
 
     def stop(self) -> None:
+        """Stops the polling thread (waits up to 30 s for a poll in progress)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -316,6 +320,7 @@ class ModelManager:
         return loaded[version]
 
     def statuses(self, name: str, version: Optional[int] = None) -> List[VersionStatus]:
+        """Status of every version seen (or of one), newest first; NOT_FOUND if there is none."""
         if name != self.name:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of "
                                                           f"model {name}")
@@ -332,5 +337,6 @@ class ModelManager:
 
     @property
     def serving_versions(self) -> List[int]:
+        """The versions loaded and answering requests, in ascending order."""
         with self._lock:
             return sorted(self._loaded)

@@ -194,6 +194,10 @@ def _json_value(array: np.ndarray) -> Any:
 
 
 def encode_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool) -> Dict:
+    """Outputs as TF Serving's REST answer: `predictions` (row format) or `outputs` (columnar).
+
+    A single output is not wrapped in a dict, as in TF Serving.
+    """
     if row_format:
         names = list(outputs)
         rows = len(next(iter(outputs.values())))
@@ -504,6 +508,7 @@ class RestServer:
                                         daemon=True)
 
     def start(self) -> None:
+        """Starts serving in a daemon thread and returns at once."""
         self._thread.start()
 
     def stop(self, grace: float = 5.0) -> None:

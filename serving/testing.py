@@ -24,6 +24,7 @@ SCENES = ("feed", "search", "live", "favorites", "cart")
 
 
 def item_names(num_items: int) -> list:
+    """The raw item ids of the test models: i00000, i00001, ..."""
     return [f"i{i:05d}" for i in range(num_items)]
 
 

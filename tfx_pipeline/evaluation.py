@@ -26,6 +26,7 @@ class MeanOfPredictions(tf.keras.metrics.Mean):
     """
 
     def update_state(self, y_true, y_pred, sample_weight=None):  # pylint: disable=arguments-renamed
+        """Adds the per-example scores in `y_pred` to the mean; `y_true` is ignored."""
         del y_true
         return super().update_state(y_pred, sample_weight=sample_weight)
 

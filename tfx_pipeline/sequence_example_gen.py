@@ -29,6 +29,7 @@ STATS_FILE = "sequence_stats.json"
 
 
 class SequenceStats(TypedDict):
+    """What SequenceExampleGen returns: users kept, and users dropped for too few events."""
     users: int
     dropped_users: int
 
@@ -76,6 +77,7 @@ class WriteSequenceExamples(beam.PTransform):
         self.max_events, self.skip_malformed = max_events, skip_malformed
 
     def expand(self, pipeline: beam.Pipeline) -> beam.pvalue.PCollection:
+        """Adds the read, group, write and stats steps; returns the stats file's PCollection."""
         grouped = (
             pipeline
             | "ListFiles" >> beam.Create(list(enumerate(self.files)))
@@ -134,3 +136,10 @@ def SequenceExampleGen(  # pylint: disable=invalid-name
     with tf.io.gfile.GFile(stats_path) as handle:
         stats: Dict[str, int] = json.loads(handle.read())
     return stats
+
+
+# @component replaced the function with a generated component class (and an executor class it
+# also sets on this module); both carry the function's description, for the API reference.
+SequenceExampleGen.__doc__ = SequenceExampleGen.test_call.__doc__
+SequenceExampleGen.EXECUTOR_SPEC.executor_class.__doc__ = (
+    "The executor @component generated for SequenceExampleGen: runs the function in TFX.")

@@ -43,12 +43,14 @@ class ReadReport:
     examples: List[str] = dataclasses.field(default_factory=list)
 
     def skip(self, reason: str, message: str) -> None:
+        """Counts one skipped row under `reason` and keeps its message among the first 20."""
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if len(self.examples) < 20:
             self.examples.append(message)
 
     @property
     def skipped_total(self) -> int:
+        """Rows skipped for any reason."""
         return sum(self.skipped.values())
 
 
@@ -68,6 +70,7 @@ class EventLog:
     @classmethod
     def from_rows(cls, rows: Sequence[Tuple[str, str, str, int]],
                   report: Optional[ReadReport] = None) -> "EventLog":
+        """Builds a log from (user_id, item_id, scene, timestamp) tuples, e.g. in tests."""
         if rows:
             users, items, scenes, times = zip(*rows)
         else:

@@ -91,6 +91,7 @@ class SceneWorldConfig:
 
     @property
     def scene_names(self) -> Tuple[str, ...]:
+        """The names of the world's scenes, in index order."""
         return SCENE_NAMES[: self.scenes]
 
 
@@ -317,6 +318,7 @@ class SceneLog:
 
     @property
     def num_events(self) -> int:
+        """Events over all users."""
         return sum(len(seq) for seq in self.items)
 
     def write(self, out_dir: str) -> Dict[str, str]:

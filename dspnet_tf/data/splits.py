@@ -35,6 +35,10 @@ class Vocabulary:
 
     @classmethod
     def build(cls, values: Sequence[str], min_count: int = 1) -> "Vocabulary":
+        """A vocabulary of the tokens seen at least `min_count` times, most frequent first.
+
+        Ties are broken by token, so the same data always gives the same ids.
+        """
         counts = Counter(values)
         ordered = sorted((t for t, n in counts.items() if n >= min_count),
                          key=lambda t: (-counts[t], t))
@@ -44,6 +48,7 @@ class Vocabulary:
         return len(self.tokens)
 
     def lookup(self, values: Sequence[str]) -> List[int]:
+        """Integer ids of raw tokens; unknown tokens map to 1 (OOV)."""
         return [self._index.get(v, 1) for v in values]
 
 
@@ -86,6 +91,7 @@ class LeaveOneOutSplit:
         return [s[cut] for s in self.items], [s[cut] for s in self.scenes]
 
     def summary(self) -> Dict[str, int]:
+        """Counts of users kept and dropped, items, scenes (reserved ids excluded) and events."""
         return {"users": len(self.users), "dropped_users": self.dropped_users,
                 "items": len(self.item_vocab) - 2, "scenes": len(self.scene_vocab) - 2,
                 "events": sum(len(s) for s in self.items)}

@@ -116,6 +116,7 @@ class JointSequenceAugmenter(tf.keras.layers.Layer):
         )
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(
             item_mask_token=self.item_mask_token,

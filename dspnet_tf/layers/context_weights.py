@@ -46,6 +46,7 @@ class ContextWeighting(tf.keras.layers.Layer):
         return tf.nn.softmax(similarity, axis=-1)
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(context_dim=self.context_dim, temperature=self.temperature)
         return config

@@ -34,9 +34,11 @@ class PriorDiscriminator(tf.keras.layers.Layer):
         self.logit = tf.keras.layers.Dense(1)
 
     def call(self, z: tf.Tensor) -> tf.Tensor:
+        """Logits [..., 1] that `z` [..., d] was drawn from the prior rather than encoded."""
         return self.logit(self.hidden_2(self.hidden_1(z)))
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(hidden_dim=self.hidden_dim)
         return config

@@ -101,6 +101,7 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
         return self.norm(x)
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(
             output_dim=self.output_dim,

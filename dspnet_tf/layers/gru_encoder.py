@@ -71,6 +71,7 @@ class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         return states[:, -1:] if last_only else states
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, dim=self.dim, dropout=self.dropout_rate)
         return config

@@ -67,6 +67,7 @@ class PredictionHead(tf.keras.layers.Layer):
             )
 
     def build(self, input_shape: Any) -> None:
+        """Creates the per-target-scene kernels and biases (zeros: starts scene-agnostic)."""
         if self._per_scene:
             input_dim = int(input_shape[-1])
             self.scene_kernel = self.add_weight(
@@ -103,6 +104,7 @@ class PredictionHead(tf.keras.layers.Layer):
         return self.projection(representation) + tf.reshape(specific, out_shape)
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(
             output_dim=self.output_dim,

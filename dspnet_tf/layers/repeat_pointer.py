@@ -65,6 +65,7 @@ class RepeatPointer(tf.keras.layers.Layer):
         self.gate = tf.keras.layers.Dense(1, name="gate")
 
     def build(self, input_shape: Any) -> None:
+        """Creates the distance bias and, with scenes, the scene-dependent biases (zeros)."""
         self.distance_bias = self.add_weight(
             name="distance_bias", shape=[self.max_len + 1], initializer="zeros")
         if self.num_scenes:
@@ -119,6 +120,7 @@ class RepeatPointer(tf.keras.layers.Layer):
         return log_gate, log_keep, log_pointer
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(key_dim=self.key_dim, max_len=self.max_len, num_scenes=self.num_scenes)
         return config

@@ -134,6 +134,7 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         return self.final_norm(x) * valid
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(
             vocab_size=self.vocab_size,

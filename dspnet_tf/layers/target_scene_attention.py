@@ -61,6 +61,7 @@ class TargetSceneAttention(tf.keras.layers.Layer):
                                                        name="output")
 
     def build(self, input_shape: Any) -> None:
+        """Creates the distance and scene-pair attention biases (zeros: plain attention first)."""
         self.distance_bias = self.add_weight(name="distance_bias", shape=[self.max_len + 1],
                                              initializer="zeros")
         self.scene_pair_bias = self.add_weight(name="scene_pair_bias",
@@ -103,6 +104,7 @@ class TargetSceneAttention(tf.keras.layers.Layer):
         return z_query + self.output_projection(tf.linalg.matmul(weights, value))
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(dim=self.dim, num_scenes=self.num_scenes, max_len=self.max_len,
                       scene_dim=self.scene_dim)

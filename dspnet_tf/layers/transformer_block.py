@@ -49,6 +49,7 @@ class TransformerBlock(tf.keras.layers.Layer):
         self.ffn_dropout = tf.keras.layers.Dropout(self.dropout_rate)
 
     def build(self, input_shape: tf.TensorShape) -> None:
+        """Builds the attention's weights now, so a checkpoint or SavedModel restore finds them."""
         # MultiHeadAttention creates its weights lazily on first call; building it here gives
         # them a place before a SavedModel/checkpoint restore, which otherwise skips them.
         input_shape = tf.TensorShape(input_shape)
@@ -85,6 +86,7 @@ class TransformerBlock(tf.keras.layers.Layer):
         return x + self.ffn_dropout(self.ffn_out(hidden), training=training)
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(
             dim=self.dim, num_heads=self.num_heads, ffn_dim=self.ffn_dim, dropout=self.dropout_rate

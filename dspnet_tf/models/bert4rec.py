@@ -77,9 +77,11 @@ class BERT4Rec(tf.keras.Model):
 
     @property
     def metrics(self):
+        """The loss tracker, so Keras resets it at each epoch."""
         return [self.loss_tracker]
 
     def make_train_function(self, force: bool = False):
+        """Creates the optimizer's slots first, so the train step is traced once, not twice."""
         # Slots created inside the first step would make tf.function trace the step twice.
         if self.train_function is None or force:
             build_optimizer(
@@ -91,11 +93,13 @@ class BERT4Rec(tf.keras.Model):
         return super().make_train_function(force)
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments (config as a dict), for Keras serialization."""
         return {"config": self.dspnet_config.to_dict(), "mask_ratio": self.mask_ratio,
                 "num_sampled": self.num_sampled, "name": self.name}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "BERT4Rec":
+        """Re-creates the model from `get_config` output."""
         return cls(**config)
 
     def _items(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
@@ -146,6 +150,7 @@ class BERT4Rec(tf.keras.Model):
 
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data: Any) -> Dict[str, tf.Tensor]:
+        """One optimizer step on the cloze loss of a batch; returns the running mean loss."""
         features, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
         items = self._items(features)
         seed = tf.stack([tf.cast(self.dspnet_config.seed * 1000 + _SALT_CLOZE, tf.int64),

@@ -223,9 +223,11 @@ class DSPnet(tf.keras.Model):
 
     @property
     def metrics(self):
+        """The train and eval loss/metric trackers, so Keras resets them at each epoch."""
         return list(self._train_trackers.values()) + list(self._eval_trackers.values())
 
     def make_train_function(self, force: bool = False):
+        """Creates the training-only variables first, so the train step is traced only once."""
         if self.train_function is None or force:
             self._create_training_variables()
         return super().make_train_function(force)
@@ -249,10 +251,12 @@ class DSPnet(tf.keras.Model):
             )
 
     def get_config(self) -> Dict[str, Any]:
+        """The model's DSPnetConfig as a dict and its name, for Keras serialization."""
         return {"config": self.dspnet_config.to_dict(), "name": self.name}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "DSPnet":
+        """Re-creates the model from `get_config` output."""
         return cls(config=config["config"], name=config.get("name", "dspnet"))
 
     # --- forward ---------------------------------------------------------------------------
@@ -629,6 +633,11 @@ class DSPnet(tf.keras.Model):
     # convert; skipping it cuts the first-step trace from ~30 s to a few seconds.
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data: Any) -> Dict[str, tf.Tensor]:
+        """One optimizer step on a batch of histories (targets are the shifted inputs).
+
+        The encoder's step on the combined loss, then, with the adversarial prior, the
+        discriminator's own step; returns the running means of the loss terms.
+        """
         # Targets are the shifted inputs; any labels passed alongside are ignored.
         features, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
         items, scenes, _ = self._prepare(features, with_targets=True)
