@@ -252,7 +252,9 @@ def test_train_with_the_mirrored_strategy_trains_what_the_default_strategy_train
     assert not isinstance(default.distribute_strategy, tf.distribute.MirroredStrategy)
     steps = int(default.optimizer.iterations.numpy())
     assert int(mirrored.optimizer.iterations.numpy()) == steps > 0
-    # One replica on this machine: the same steps on the same data give the same model.
+    if mirrored.distribute_strategy.num_replicas_in_sync != 1:
+        pytest.skip("several devices: the replicas split each batch, so the steps differ")
+    # One replica (CPU): the same steps on the same data give the same model.
     for a, b in zip(default.trainable_weights, mirrored.trainable_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.name)
     assert metrics["mirrored"] == pytest.approx(metrics["default"], abs=1e-6)
