@@ -1,10 +1,19 @@
 """DSPnet-TF: a scene-aware sequential recommender for TensorFlow, TFX and TF Serving."""
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# The one source of the version is dspnet_tf/_version.py; read it as text, since importing the
+# package would import TensorFlow.
+VERSION_FILE = Path(__file__).parent / "dspnet_tf" / "_version.py"
+VERSION = re.search(r'^__version__ = "([^"]+)"$', VERSION_FILE.read_text(encoding="utf-8"),
+                    re.MULTILINE).group(1)
 
 setup(
     name="dspnet-tf",
-    version="0.1.0",
+    version=VERSION,
     description="DSPnet (dual scene/item sequence networks) in TensorFlow / Keras 2 with TFX and TF Serving",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -8,9 +8,8 @@ from dspnet_tf._keras_env import ensure_legacy_keras
 
 ensure_legacy_keras()
 
+from dspnet_tf._version import __version__  # noqa: E402
 from dspnet_tf.config import ABLATIONS, BASELINES, ConfigError, DSPnetConfig  # noqa: E402
 from dspnet_tf.models.dspnet import DSPnet  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = ["ABLATIONS", "BASELINES", "ConfigError", "DSPnet", "DSPnetConfig", "__version__"]

@@ -436,13 +436,14 @@ def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `dspnet` argument parser: one subcommand per workflow (train, demo, serve, ...)."""
     parser = argparse.ArgumentParser(
         prog="dspnet",
         description="DSPnet-TF: scene-aware sequential recommendation (arXiv 2509.26172).",
     )
     from dspnet_tf import __version__  # pylint: disable=import-outside-toplevel
 
-    parser.add_argument("--version", action="version", version=f"dspnet-tf {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -679,6 +680,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the `dspnet` command line; returns the exit status (2 for a user error).
+
+    Keras 2 is selected and TensorFlow's Python warnings are silenced before the command runs;
+    a `UserError` or `OSError` becomes one `dspnet COMMAND: error: ...` line on stderr.
+    """
     from dspnet_tf._keras_env import ensure_legacy_keras  # pylint: disable=import-outside-toplevel
 
     ensure_legacy_keras()
