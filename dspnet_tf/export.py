@@ -15,14 +15,21 @@ integer ids. Signatures:
     for TFMA's Evaluator; pessimistic ties;
   * `encode_users`: the fused representation z after each history's last event
     (`user_embedding` [B, item_dim]), for retrieval indexes and latent-space plots.
+
+Besides the graph, an export carries `assets.extra/dspnet_metadata.json` (TF Serving's folder for
+files it does not load): the dspnet_tf and TensorFlow versions that wrote it and the signature
+names, readable without TensorFlow, e.g. to tell which release produced a served model.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+import json
+import os
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 
+from dspnet_tf._version import __version__
 from dspnet_tf.config import RESERVED_IDS, example_length
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.prediction_head import exclude_leading_ids
@@ -33,6 +40,8 @@ RAW_FEATURE_SPEC = {
     SCENE_HISTORY: tf.io.VarLenFeature(tf.string),
     TARGET_SCENE: tf.io.VarLenFeature(tf.string),
 }
+# Relative to the export folder; TF Serving copies but never loads assets.extra/.
+METADATA_FILE = os.path.join("assets.extra", "dspnet_metadata.json")
 
 
 def make_history_example(item_history: Sequence[str], scene_history: Sequence[str],
@@ -261,7 +270,7 @@ def export_serving_model(
     scene_tokens: Sequence[str],
     top_k: int = 20,
 ) -> str:
-    """Writes a SavedModel with `serving_default`, `predict_raw` and `transform_features`.
+    """Writes a SavedModel with the signatures of the module docstring, and its metadata JSON.
 
     The one export of the project: the TFX Trainer passes TF Transform's layer, `model.fit`
     users pass `preprocess=None` and get a `VocabularyPreprocess` built from the tokens.
@@ -291,6 +300,8 @@ def export_serving_model(
         "evaluate_ranking": module.evaluate_ranking.get_concrete_function(),
         "encode_users": module.encode_users.get_concrete_function(),
     }
+    # Written before saved_model.pb, so a version folder that looks complete has it too.
+    write_export_metadata(export_dir, sorted(signatures))
     # Saving lists every training-only layer (augmenter, discriminator, ...) it skips, at
     # WARNING level; none of it is actionable for whoever exports, so keep the log readable.
     logger = tf.get_logger()
@@ -301,3 +312,30 @@ def export_serving_model(
     finally:
         logger.setLevel(level)
     return export_dir
+
+
+def write_export_metadata(export_dir: str, signature_names: Sequence[str]) -> str:
+    """Writes `assets.extra/dspnet_metadata.json` into an export folder; returns its path.
+
+    Keys: `dspnet_tf_version`, `tensorflow_version` and `signatures` (the signature names).
+    Uses tf.io.gfile, so `export_dir` may be a remote path as in the TFX Trainer.
+    """
+    path = os.path.join(export_dir, METADATA_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    metadata = {"dspnet_tf_version": __version__, "tensorflow_version": tf.__version__,
+                "signatures": list(signature_names)}
+    with tf.io.gfile.GFile(path, "w") as handle:
+        handle.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_export_metadata(export_dir: str) -> Dict[str, Any]:
+    """The metadata an export carries (see `write_export_metadata`).
+
+    Returns {} for an export without it (written before dspnet_tf 0.2.0).
+    """
+    path = os.path.join(export_dir, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as handle:
+        return json.loads(handle.read())
