@@ -24,6 +24,7 @@ import os
 import pkgutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Iterator, List, Sequence, Tuple
@@ -31,6 +32,8 @@ from typing import Iterator, List, Sequence, Tuple
 # tf.keras must be Keras 2; the switch is read once, when TensorFlow is first imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Dependencies' deprecation notices (google-cloud's, on import) would drown the progress lines.
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("dspnet_tf", "tfx_pipeline", "serving")
