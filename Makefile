@@ -9,10 +9,11 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 # Hide pip's complaints about index locations configured on the machine but absent.
 PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup test test-unit test-e2e test-reliability demo clean help lock
+.PHONY: setup test test-unit test-e2e test-reliability demo docs clean help lock
 help:
 	@echo "make demo   - set up .venv (first time: ~5 min) and run the end-to-end demo"
 	@echo "make test   - set up .venv and run the whole test suite"
+	@echo "make docs   - rewrite the current-results tables from the results files, build docs/api/"
 	@echo "make setup  - only create/refresh .venv from requirements.lock"
 	@echo "make clean  - remove .venv and demo outputs"
 
@@ -46,6 +47,12 @@ test-reliability: setup
 
 demo: setup
 	$(VENV)/bin/dspnet demo --out demo-out --overwrite
+
+# The tables of README.md, benchmarks/QUALITY.md and SPEED_AND_SCALE.md from the committed
+# results files, then the API reference from the docstrings (docs/api/, not committed).
+docs: setup
+	$(PY) benchmarks/make_docs.py
+	$(PY) docs/build_api_reference.py --out docs/api
 
 clean:
 	rm -rf $(VENV) demo-out

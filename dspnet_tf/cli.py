@@ -325,7 +325,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     REST APIs, loading new versions as they appear, until SIGTERM or Ctrl-C."""
     import logging  # pylint: disable=import-outside-toplevel
 
+    from serving.batching import BatchingOptions  # pylint: disable=import-outside-toplevel
     from serving.model_manager import VersionPolicy  # pylint: disable=import-outside-toplevel
+    from serving.monitoring import read_monitoring_config  # pylint: disable=import-outside-toplevel
     from serving.prediction import RequestLimits  # pylint: disable=import-outside-toplevel
     from serving.server import (  # pylint: disable=import-outside-toplevel
         ModelServer,
@@ -344,6 +346,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for path in (args.tls_cert, args.tls_key, args.tls_client_ca):
         if path and not os.path.isfile(path):
             raise UserError(f"{path}: no such file")
+    batching, monitoring_path = None, None
+    if args.batching_parameters_file and not args.enable_batching:
+        raise UserError("--batching-parameters-file needs --enable-batching (as in "
+                        "tensorflow_model_server)")
+    for path in (args.batching_parameters_file, args.monitoring_config_file):
+        if path and not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+    try:
+        if args.enable_batching:
+            batching = (BatchingOptions.read(args.batching_parameters_file)
+                        if args.batching_parameters_file else BatchingOptions())
+        if args.monitoring_config_file:
+            monitoring_path = read_monitoring_config(args.monitoring_config_file)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     labels = {}
     for item in args.version_label or []:
         label, _, version = item.partition("=")
@@ -366,9 +383,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         limits=RequestLimits(max_request_bytes=args.max_request_bytes,
                              max_batch_size=args.max_batch_size, max_history=args.max_history),
-        workers=args.workers, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        workers=args.workers, max_concurrent_rpcs=args.max_concurrent_rpcs,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, rest_max_connections=args.rest_max_connections,
-        rest_timeout=args.rest_timeout)
+        rest_timeout=args.rest_timeout, batching=batching, monitoring_path=monitoring_path)
     try:
         server = ModelServer(options)
     except (OSError, RuntimeError, ValueError) as err:
@@ -638,6 +656,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a REST read may wait (idle keep-alive, slow headers or "
                             "body, TLS handshake) before the connection is dropped "
                             "(default: %(default)s)")
+    serve.add_argument("--max-concurrent-rpcs", type=_positive_int, default=256,
+                       help="gRPC calls in progress at most (queued or running); more get "
+                            "RESOURCE_EXHAUSTED at once (default: %(default)s)")
+    serve.add_argument("--enable-batching", action="store_true",
+                       help="merge concurrent requests for the same version and signature into "
+                            "one model call (tensorflow_model_server's --enable_batching)")
+    serve.add_argument("--batching-parameters-file", metavar="FILE",
+                       help="TF Serving BatchingParameters text proto (max_batch_size, "
+                            "batch_timeout_micros, max_enqueued_batches, num_batch_threads, "
+                            "allowed_batch_sizes, pad_variable_length_inputs); e.g. "
+                            "serving/deploy/batching_parameters.txt. Default: TF Serving's "
+                            "defaults")
+    serve.add_argument("--monitoring-config-file", metavar="FILE",
+                       help="TF Serving MonitoringConfig text proto; with prometheus_config "
+                            "{ enable: true } the Prometheus metrics are served on the REST port "
+                            "at its path (default /monitoring/prometheus/metrics)")
     serve.add_argument("--tls-cert", help="PEM server certificate (with --tls-key: TLS on)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA; clients must present a certificate "

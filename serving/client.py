@@ -13,6 +13,7 @@ unchanged against `tensorflow_model_server` or this project's local server.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -64,6 +65,23 @@ def _rows(proto: tensor_pb2.TensorProto) -> list:
     return tf.make_ndarray(proto).tolist()
 
 
+def retry_service_config(retries: int, backoff_seconds: float = 0.1) -> str:
+    """A gRPC service config (JSON) that retries UNAVAILABLE on TF Serving's two services.
+
+    gRPC's own retry policy (gRFC A6): attempts = retries + 1, exponential backoff with jitter,
+    and no retry once the call's deadline has passed. An empty config when `retries` is 0.
+    """
+    if retries <= 0:
+        return json.dumps({})
+    policy = {"maxAttempts": min(retries + 1, 5),  # gRPC caps attempts at 5
+              "initialBackoff": f"{backoff_seconds:.3f}s", "maxBackoff": "2s",
+              "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}
+    return json.dumps({"methodConfig": [{
+        "name": [{"service": "tensorflow.serving.PredictionService"},
+                 {"service": "tensorflow.serving.ModelService"}],
+        "retryPolicy": policy}]})
+
+
 class DSPnetClient:
     """Talks to a served DSPnet through TF Serving's gRPC API.
 
@@ -75,13 +93,25 @@ class DSPnetClient:
       root_certificates: PEM path (or bytes) of the CA that signed the server's certificate;
         given, the channel uses TLS.
       client_certificate / client_key: PEM paths for servers that require client certificates.
+      retries: how many times a call refused with UNAVAILABLE (a full batch queue, a server
+        restarting) is retried (at most 4: gRPC caps attempts at 5), with exponential backoff
+        from `backoff_seconds` (0: never).
+        gRPC retries it itself, by the channel's service config (`retry_service_config`), and
+        never past the call's deadline: every call has one (`timeout`).
+      backoff_seconds: the first retry's backoff; each next one doubles, up to 2 s.
     """
 
     def __init__(self, target: str, model_name: str = "dspnet", *, version: Optional[int] = None,
                  timeout: float = 10.0,
                  root_certificates: Optional[Union[str, bytes]] = None,
                  client_certificate: Optional[str] = None,
-                 client_key: Optional[str] = None) -> None:
+                 client_key: Optional[str] = None, retries: int = 3,
+                 backoff_seconds: float = 0.1) -> None:
+        if timeout <= 0 or retries < 0 or backoff_seconds <= 0:
+            raise ValueError(f"timeout and backoff_seconds must be > 0 and retries >= 0, got "
+                             f"{timeout}, {backoff_seconds} and {retries}")
+        options = [("grpc.enable_retries", 1 if retries else 0),
+                   ("grpc.service_config", retry_service_config(retries, backoff_seconds))]
         self.target = target
         self.model_name = model_name
         self.version = version
@@ -101,9 +131,9 @@ class DSPnetClient:
                     return handle.read()
             credentials = grpc.ssl_channel_credentials(read(root_certificates), read(client_key),
                                                        read(client_certificate))
-            self.channel = grpc.secure_channel(target, credentials)
+            self.channel = grpc.secure_channel(target, credentials, options=options)
         else:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options=options)
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 

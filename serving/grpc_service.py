@@ -7,6 +7,7 @@ TF Serving client (ours, or one written for `tensorflow_model_server`) talks to 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Optional
 
 import grpc
@@ -61,20 +62,49 @@ def _check_still_wanted(context) -> None:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata (Classify, Regress, MultiInference: UNIMPLEMENTED)."""
+    """Predict and GetModelMetadata (Classify, Regress, MultiInference: UNIMPLEMENTED).
 
-    def __init__(self, manager: ModelManager, limits: RequestLimits) -> None:
+    Args:
+      manager: the served versions.
+      limits: request limits.
+      runner: runs a signature on validated inputs (`run_signature`, or a `Batcher`'s `run`).
+      metrics: a `serving.monitoring.ServingMetrics` to record requests in, or None.
+    """
+
+    def __init__(self, manager: ModelManager, limits: RequestLimits,
+                 runner: Optional[Callable] = None, metrics=None) -> None:
         self.manager = manager
         self.limits = limits
+        self.runner = runner or run_signature
+        self.metrics = metrics
 
     @_guarded
     def Predict(self, request, context):  # noqa: N802 (gRPC method name)
         """Runs a signature of the requested model version on the request's input tensors."""
+        started, status = time.monotonic(), "OK"
+        try:
+            return self._predict(request, context)
+        except ServingError as err:
+            status = err.code.name
+            raise
+        except Exception:
+            status = "INTERNAL"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.record_request(request.model_spec.name, "predict", "GRPC", status,
+                                            time.monotonic() - started)
+
+    def _predict(self, request, context):
         spec = request.model_spec
         loaded = self.manager.resolve(spec.name, _model_spec_version(spec), spec.version_label)
         inputs = array_input(request.inputs, loaded, spec.signature_name, self.limits)
+        if self.metrics is not None and inputs:
+            self.metrics.example_counts.labels(spec.name).observe(
+                len(next(iter(inputs.values()))))
         _check_still_wanted(context)
-        outputs = run_signature(loaded, spec.signature_name, inputs, request.output_filter)
+        outputs = self.runner(loaded, spec.signature_name or "serving_default", inputs,
+                              request.output_filter)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.manager.name
         response.model_spec.version.value = loaded.version
@@ -128,8 +158,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return status_response(self.manager, spec.name, _model_spec_version(spec))
 
 
-def add_services(server: grpc.Server, manager: ModelManager, limits: RequestLimits) -> None:
+def add_services(server: grpc.Server, manager: ModelManager, limits: RequestLimits,
+                 runner: Optional[Callable] = None, metrics=None) -> None:
     """Registers PredictionService and ModelService for `manager`'s model on a gRPC server."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager, limits), server)
+        PredictionService(manager, limits, runner, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)

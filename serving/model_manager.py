@@ -190,11 +190,13 @@ class ModelManager:
       policy: which versions to serve (default: the newest).
       poll_seconds: how often to look for new versions (0: only when `poll()` is called).
       version_labels: label -> version, for `model_spec.version_label`.
+      metrics: a `serving.monitoring.ServingMetrics` to count loads in, or None.
     """
 
     def __init__(self, name: str, base_path: str, policy: Optional[VersionPolicy] = None,
                  poll_seconds: float = 2.0,
-                 version_labels: Optional[Mapping[str, int]] = None) -> None:
+                 version_labels: Optional[Mapping[str, int]] = None, metrics=None) -> None:
+        self.metrics = metrics  # a serving.monitoring.ServingMetrics, or None
         self.name = name
         self.base_path = os.path.abspath(base_path)
         self.policy = policy or VersionPolicy()
@@ -255,6 +257,8 @@ class ModelManager:
             # Anything a broken version throws (DataLossError, NotFoundError, a parse error).
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             self._refused[version] = fingerprint
+            if self.metrics is not None:
+                self.metrics.load_attempt_count.labels(path, "failure").inc()
             with self._lock:  # the status goes to clients: no server paths in it
                 self._status[version] = VersionStatus(
                     version, END, grpc.StatusCode.DATA_LOSS,
@@ -264,6 +268,9 @@ class ModelManager:
                       self.name, version, path, type(err).__name__, first_line,
                       sorted(self._loaded) or "nothing")
             return
+        if self.metrics is not None:
+            self.metrics.load_attempt_count.labels(path, "success").inc()
+            self.metrics.load_latency.labels(path).observe((time.time() - started) * 1e6)
         with self._lock:
             self._loaded[version] = loaded
             self._status[version] = VersionStatus(version, AVAILABLE)

@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import grpc
 import numpy as np
@@ -211,8 +211,12 @@ def encode_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool)
     return {"outputs": {name: _json_value(value) for name, value in outputs.items()}}
 
 
-def make_handler(manager: ModelManager, limits: RequestLimits, timeout: float):
-    """A request handler class bound to one model manager."""
+def make_handler(manager: ModelManager, limits: RequestLimits, timeout: float,
+                 runner: Optional[Callable] = None, metrics=None,
+                 metrics_path: Optional[str] = None):
+    """A request handler class bound to one model manager (and, optionally, the batcher that
+    runs its signatures, the metrics it records and the path that exposes them)."""
+    run = runner or run_signature
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "dspnet-serving"
@@ -288,6 +292,10 @@ def make_handler(manager: ModelManager, limits: RequestLimits, timeout: float):
             try:
                 self._unread = 0
                 self._unread = self._body_length()
+                if method == "GET" and metrics_path and \
+                        self.path.split("?", 1)[0] == metrics_path and metrics is not None:
+                    self._send_raw(200, metrics.exposition(), metrics.content_type)
+                    return
                 name, version, label, action = self._route()
                 if method == "GET" and action is None:
                     if label:
@@ -307,7 +315,7 @@ def make_handler(manager: ModelManager, limits: RequestLimits, timeout: float):
                             for key, value in loaded.signature_defs.items()}}},
                     })
                 elif method == "POST" and action == ":predict":
-                    self._predict(name, version, label)
+                    self._timed_predict(name, version, label)
                 else:
                     raise ServingError(grpc.StatusCode.NOT_FOUND,
                                        f"Malformed request: {method} {self.path[:200]}")
@@ -320,6 +328,36 @@ def make_handler(manager: ModelManager, limits: RequestLimits, timeout: float):
                 self._send(500, {"error": "internal error; see server log"})
             finally:
                 self.server.track(self, busy=False)
+
+        def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
+            if self._unread or self.server.closing:
+                self.close_connection = True
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _timed_predict(self, name: str, version: Optional[int],
+                           label: Optional[str]) -> None:
+            started, status = time.monotonic(), "OK"
+            try:
+                self._predict(name, version, label)
+            except ServingError as err:
+                status = err.code.name
+                raise
+            except (socket.timeout, ssl.SSLError, ConnectionError):
+                status = "CANCELLED"
+                raise
+            except Exception:
+                status = "INTERNAL"
+                raise
+            finally:
+                if metrics is not None:
+                    metrics.record_request(name, "predict", "REST", status,
+                                           time.monotonic() - started)
 
         def _read_body(self, length: int) -> bytes:
             chunks, left = [], length
@@ -348,7 +386,9 @@ def make_handler(manager: ModelManager, limits: RequestLimits, timeout: float):
             body = parse_json_body(raw)
             loaded = manager.resolve(name, version, label)
             signature_name, inputs, row_format = decode_predict_request(body, loaded, limits)
-            outputs = run_signature(loaded, signature_name, inputs)
+            if metrics is not None and inputs:
+                metrics.example_counts.labels(name).observe(len(next(iter(inputs.values()))))
+            outputs = run(loaded, signature_name, inputs)
             self._send(200, encode_predict_response(outputs, row_format))
 
         def do_GET(self) -> None:  # noqa: N802
@@ -493,16 +533,22 @@ class RestServer:
       ssl_context: TLS for every connection (handshake per connection, under `timeout`).
       max_connections: open connections at most (one thread each); more get 503 at once.
       timeout: seconds any read may wait (idle keep-alive, slow headers, missing body).
+      runner: runs a signature on validated inputs (default `run_signature`; a `Batcher`'s
+        `run` when batching).
+      metrics, metrics_path: a `ServingMetrics` to record requests in, and the GET path that
+        exposes it in the Prometheus text format (None: not exposed).
     """
 
     def __init__(self, manager: ModelManager, host: str, port: int, limits: RequestLimits,
                  ssl_context: Optional[ssl.SSLContext] = None, max_connections: int = 64,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, runner: Optional[Callable] = None, metrics=None,
+                 metrics_path: Optional[str] = None) -> None:
         if max_connections < 1 or timeout <= 0:
             raise ValueError(f"REST needs max_connections >= 1 and timeout > 0, got "
                              f"{max_connections} and {timeout}")
-        self.httpd = _BoundedHTTPServer((host, port), make_handler(manager, limits, timeout),
-                                        ssl_context, max_connections, timeout)
+        handler = make_handler(manager, limits, timeout, runner, metrics, metrics_path)
+        self.httpd = _BoundedHTTPServer((host, port), handler, ssl_context, max_connections,
+                                        timeout)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="rest-server",
                                         daemon=True)

@@ -23,9 +23,11 @@ from typing import Dict, Optional
 
 import grpc
 
+from serving.batching import Batcher, BatchingOptions
 from serving.grpc_service import add_services
 from serving.model_manager import ModelManager, VersionPolicy
-from serving.prediction import RequestLimits
+from serving.monitoring import ServingMetrics
+from serving.prediction import RequestLimits, run_signature
 from serving.rest import RestServer
 
 LOG = logging.getLogger("dspnet.serving")
@@ -53,6 +55,11 @@ class ServerOptions:
       rest_max_connections: open REST connections at most (one thread each); more get 503.
       rest_timeout: seconds a REST read may wait (idle keep-alive, slow headers or body, the
         TLS handshake) before the connection is dropped.
+      batching: merge concurrent requests into model calls (TF Serving's `--enable_batching`
+        with its `BatchingParameters`); None: every request runs alone. gRPC workers are raised
+        to twice max_batch_size so that a batch can fill.
+      monitoring_path: REST path of the Prometheus metrics (TF Serving's
+        `prometheus_config.path`); None: not exposed (they are still counted).
     """
 
     model_base_path: str
@@ -71,6 +78,8 @@ class ServerOptions:
     tls_client_ca: Optional[str] = None
     rest_max_connections: int = 64
     rest_timeout: float = 10.0
+    batching: Optional[BatchingOptions] = None
+    monitoring_path: Optional[str] = None
 
 
 def format_address(host: str, port: int) -> str:
@@ -89,23 +98,35 @@ class ModelServer:
     def __init__(self, options: ServerOptions) -> None:
         if bool(options.tls_cert) != bool(options.tls_key):
             raise ValueError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        if options.monitoring_path and options.rest_port is None:
+            raise ValueError("the Prometheus metrics are served on the REST port: monitoring "
+                             "needs REST on (--rest-port)")
         if options.tls_client_ca and not options.tls_cert:
             # Without this the server would start in plaintext and accept anyone.
             raise ValueError("--tls-client-ca needs TLS on: give --tls-cert and --tls-key too")
         self.options = options
+        self.metrics = ServingMetrics()
         self.manager = ModelManager(options.model_name, options.model_base_path,
                                     VersionPolicy.parse(options.version_policy),
-                                    options.poll_seconds, options.version_labels)
+                                    options.poll_seconds, options.version_labels, self.metrics)
         limits = options.limits
+        workers = options.workers
+        self.batcher: Optional[Batcher] = None
+        runner = run_signature
+        if options.batching is not None:
+            self.batcher = Batcher(options.batching, run_signature, self.metrics,
+                                   options.model_name)
+            runner = self.batcher.run
+            # A request holds its worker while it waits in the batch queue.
+            workers = max(workers, 2 * options.batching.max_batch_size)
         self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=options.workers,
-                                       thread_name_prefix="grpc-worker"),
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc-worker"),
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
             options=[("grpc.max_receive_message_length", limits.max_request_bytes),
                      ("grpc.max_send_message_length", 64 * 1024 * 1024),
                      ("grpc.so_reuseport", 0)],
         )
-        add_services(self.grpc_server, self.manager, limits)
+        add_services(self.grpc_server, self.manager, limits, runner, self.metrics)
         address = format_address(options.host, options.port)
         if options.tls_cert:
             credentials = grpc.ssl_server_credentials(
@@ -128,7 +149,8 @@ class ModelServer:
                     context.verify_mode = ssl.CERT_REQUIRED
             self.rest = RestServer(self.manager, options.host.strip("[]"), options.rest_port,
                                    limits, context, options.rest_max_connections,
-                                   options.rest_timeout)
+                                   options.rest_timeout, runner, self.metrics,
+                                   options.monitoring_path)
         self.rest_port = self.rest.port if self.rest else None
         self._stopped = threading.Event()
 
@@ -143,6 +165,12 @@ class ModelServer:
                  f", REST {format_address(self.options.host, self.rest_port)}"
                  if self.rest else "",
                  self.manager.serving_versions or "none yet (polling)")
+        if self.batcher is not None:
+            LOG.info("batching on: %s", self.options.batching)
+        if self.options.monitoring_path and self.rest:
+            LOG.info("Prometheus metrics at http%s://%s%s", "s" if self.options.tls_cert else "",
+                     format_address(self.options.host, self.rest_port),
+                     self.options.monitoring_path)
         return self
 
     def stop(self, grace: float = 5.0) -> None:
@@ -154,6 +182,8 @@ class ModelServer:
         if self.rest:
             self.rest.stop(grace)
         grpc_stopped.wait()
+        if self.batcher is not None:
+            self.batcher.stop()
         self.manager.stop()
         LOG.info("server stopped")
 

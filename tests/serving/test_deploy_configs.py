@@ -151,3 +151,30 @@ def test_compose_healthcheck_passes_only_when_the_model_answers_200(status, heal
         server.shutdown()
         server.server_close()
     assert _run_healthcheck(server.server_address[1]) != 0  # nothing listening: unhealthy
+
+
+def test_batching_and_monitoring_configs_are_used_and_parse_with_the_servers_readers():
+    from serving.batching import BatchingOptions
+    from serving.monitoring import monitoring_config_class, read_monitoring_config
+
+    options = BatchingOptions.read(str(DEPLOY / "batching_parameters.txt"))
+    assert options.max_batch_size == 32 and options.allowed_batch_sizes == (1, 8, 32)
+    path = read_monitoring_config(str(DEPLOY / "monitoring.config"))
+    assert path == "/monitoring/prometheus/metrics"
+    deployment = _deployment()
+    (container,) = _containers(deployment)
+    assert "--monitoring_config_file=/config/monitoring.config" in container["args"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == path and annotations["prometheus.io/port"] == "8501"
+    configmap = yaml.safe_load((DEPLOY / "kubernetes" / "configmap.yaml").read_text())
+    config = text_format.Parse(configmap["data"]["monitoring.config"], monitoring_config_class()())
+    assert config.prometheus_config.enable and config.prometheus_config.path == path
+    assert configmap["data"]["batching_parameters.txt"].split() == [
+        line for line in (DEPLOY / "batching_parameters.txt").read_text().split()
+        if line] or BatchingOptions.from_proto(parse_batching_parameters(
+            configmap["data"]["batching_parameters.txt"])) == options
+    service = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())["services"]["tfserving"]
+    assert "--monitoring_config_file=/models/config/monitoring.config" in service["command"]
+    assert "--enable_batching=true" in service["command"]
+    assert service["labels"]["prometheus.io/path"] == path
