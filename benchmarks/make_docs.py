@@ -178,6 +178,7 @@ BLOCKS: Dict[str, Dict[str, Callable[[pathlib.Path], str]]] = {
         "large-catalog": _results_md(RESULTS / "large_catalog"),
         "pipeline-scaling": _results_md(RESULTS / "pipeline_scaling"),
         "serving-latency": _results_md(RESULTS / "serving", "serving.md"),
+        "serving-load": _results_md(RESULTS / "serving_load", "serving_load.md"),
     },
 }
 

@@ -1,8 +1,9 @@
 """Serving under load: throughput and latency against concurrent clients, batching off and on.
 
 One run, one machine: the local server (`dspnet serve`) in its own process, once without
-batching and once with `--enable-batching --batching-parameters-file` (by default the file the
-real TF Serving is deployed with, `serving/deploy/batching_parameters.txt`), each at 1, 8, 32
+batching and once with `--enable-batching --batching-parameters-file` (by default
+`benchmarks/batching_parameters_2cores.txt`, the setting measured best for this server on two
+cores; the real TF Serving's is `serving/deploy/batching_parameters.txt`), each at 1, 8, 32
 and 128 concurrent closed-loop clients (a client sends its next request when its answer
 arrives), plus the ceiling: the same SavedModel called in this process on batches of those
 sizes, rows per second. Clients keep their requests in flight with gRPC futures, so 128 clients
@@ -42,7 +43,7 @@ from serving.testing import export_untrained_model, item_names
 
 SCENES = ("feed", "search", "live", "favorites", "cart", "messages")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_PARAMETERS = os.path.join(ROOT, "serving", "deploy", "batching_parameters.txt")
+DEFAULT_PARAMETERS = os.path.join(ROOT, "benchmarks", "batching_parameters_2cores.txt")
 
 
 def make_requests(count: int, max_len: int, num_items: int, seed: int = 0) -> List[bytes]:
@@ -108,10 +109,12 @@ def closed_loop(stub, requests: List[predict_pb2.PredictRequest], clients: int,
             "codes": codes}
 
 
-def start_server(base: str, batching_file: str = None) -> tuple:
+def start_server(base: str, batching_file: str = None, extra: List[str] = ()) -> tuple:
+    """Starts `dspnet serve` on a free port in its own process; -> (process, port, log)."""
     port = portpicker.pick_unused_port()
     command = [sys.executable, "-m", "dspnet_tf.cli", "serve", "--model-base-path", base,
-               "--port", str(port), "--rest-port", "-1", "--max-concurrent-rpcs", "1024"]
+               "--port", str(port), "--rest-port", "-1", "--max-concurrent-rpcs", "1024",
+               *extra]
     if batching_file:
         command += ["--enable-batching", "--batching-parameters-file", batching_file]
     log = open(os.path.join(os.path.dirname(base), f"server-{port}.log"), "w")
@@ -199,7 +202,10 @@ def main(argv=None) -> int:
                         help="unmeasured seconds before each level (default: %(default)s)")
     parser.add_argument("--batching-parameters-file", default=DEFAULT_PARAMETERS,
                         help="BatchingParameters for the batching-on server (default: "
-                             "serving/deploy/batching_parameters.txt)")
+                             "benchmarks/batching_parameters_2cores.txt)")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="an extra `dspnet serve` argument for both servers, e.g. "
+                             "--server-arg=--intra-op-threads=1 (repeatable)")
     parser.add_argument("--out", default="benchmarks/results/serving_load",
                         help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -231,10 +237,10 @@ def main(argv=None) -> int:
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "tensorflow": tf.__version__},
               "seconds": args.seconds, "warmup": args.warmup,
-              "batching": str(batching), "results": {}}
+              "batching": str(batching), "server_args": args.server_arg, "results": {}}
     for mode, parameters in (("off", None), ("on", args.batching_parameters_file)):
         print(f"==> server with batching {mode}", flush=True)
-        process, port, log = start_server(base, parameters)
+        process, port, log = start_server(base, parameters, args.server_arg)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
