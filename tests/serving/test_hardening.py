@@ -129,6 +129,8 @@ def test_fifty_slow_rest_clients_do_not_delay_a_normal_client(base, pki, use_tls
         finally:
             for sock in held:
                 sock.close()
+    print(f"with 50 slow clients ({'TLS' if use_tls else 'plaintext'}): REST answered in "
+          f"{rest_seconds:.3f} s, gRPC in {grpc_seconds:.3f} s")
     assert status == 200 and body["predictions"][0]["item_ids"][:5] == answer.items[:5]
     assert rest_seconds < 1.0, rest_seconds
     assert grpc_seconds < 1.0, grpc_seconds
@@ -226,6 +228,7 @@ def test_tls_handshake_stall_does_not_block_sigterm_shutdown(base, pki, tmp_path
             sock.close()
         if process.poll() is None:
             process.kill()
+    print(f"SIGTERM with 50 slow TLS clients: stopped in {stop_seconds:.2f} s")
     assert process.returncode == 0, output
     assert stop_seconds < 5.0, (stop_seconds, output[-2000:])
 
