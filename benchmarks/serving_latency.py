@@ -80,6 +80,18 @@ def make_requests(count: int, max_len: int, num_items: int, seed: int = 0) -> Li
             for _ in range(count)]
 
 
+def model_base_path(given: str = None, prefix: str = "dspnet-serving-") -> str:
+    """`given`, or a fresh temporary base path holding an untrained DSPnet of the default
+    configuration as version 1 (2,000 items, 6 scenes, L=50, d=64)."""
+    if given is not None:
+        return given
+    base = os.path.join(tempfile.mkdtemp(prefix=prefix), "dspnet")
+    print("==> exporting an untrained DSPnet of the default configuration", flush=True)
+    export_untrained_model(os.path.join(base, "1"), num_items=2000, max_len=50, item_dim=64,
+                           scene_dim=16, top_k=20, scenes=SCENES)
+    return base
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-base-path", help="serve this base path (default: export an "
@@ -103,13 +115,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     levels = [int(x) for x in args.clients.split(",")]
 
-    workdir = tempfile.mkdtemp(prefix="dspnet-serving-bench-")
-    base = args.model_base_path
-    if base is None:
-        base = os.path.join(workdir, "dspnet")
-        print("==> exporting an untrained DSPnet of the default configuration", flush=True)
-        export_untrained_model(os.path.join(base, "1"), num_items=2000, max_len=50, item_dim=64,
-                               scene_dim=16, top_k=20, scenes=SCENES)
+    base = model_base_path(args.model_base_path, "dspnet-serving-bench-")
     versions = model_versions(base)
     if not versions:
         parser.error(f"--model-base-path {base}: no complete version (<base>/<integer>/"

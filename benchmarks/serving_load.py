@@ -24,7 +24,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Dict, List
@@ -37,22 +36,14 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.batching import BatchingOptions
-from serving.client import DSPnetClient, make_example
+from serving.client import DSPnetClient
 from serving.model_manager import model_versions
-from serving.testing import export_untrained_model, item_names
 
-SCENES = ("feed", "search", "live", "favorites", "cart", "messages")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serving_latency import make_requests, model_base_path  # noqa: E402  (a sibling script)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PARAMETERS = os.path.join(ROOT, "benchmarks", "batching_parameters_2cores.txt")
-
-
-def make_requests(count: int, max_len: int, num_items: int, seed: int = 0) -> List[bytes]:
-    """`count` serialized one-user requests with full-length random histories."""
-    rng = np.random.default_rng(seed)
-    names = item_names(num_items)
-    return [make_example([names[i] for i in rng.integers(0, num_items, max_len)],
-                         [SCENES[s] for s in rng.integers(0, len(SCENES), max_len)])
-            for _ in range(count)]
 
 
 def closed_loop(stub, requests: List[predict_pb2.PredictRequest], clients: int,
@@ -215,13 +206,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as err:
         parser.error(f"--batching-parameters-file: {err}")
     os.makedirs(args.out, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix="dspnet-serving-load-")
-    base = args.model_base_path
-    if base is None:
-        base = os.path.join(workdir, "dspnet")
-        print("==> exporting an untrained DSPnet of the default configuration", flush=True)
-        export_untrained_model(os.path.join(base, "1"), num_items=2000, max_len=50, item_dim=64,
-                               scene_dim=16, top_k=20, scenes=SCENES)
+    base = model_base_path(args.model_base_path, "dspnet-serving-load-")
     versions = model_versions(base)
     if not versions:
         parser.error(f"--model-base-path {base}: no complete version to serve")

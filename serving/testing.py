@@ -107,8 +107,10 @@ def check_contract(signatures: dict, top_k: int, num_scenes: int, max_len: int) 
                 assert found == {"dtype": dtype, "shape": shape}, (name, side, tensor, found)
 
 
-def _certificate(subject: str, issuer_key, issuer: str, public_key, ca: bool = False,
-                 server: bool = False):
+def make_test_certificate(subject: str, issuer_key, issuer: str, public_key, ca: bool = False,
+                          server: bool = False):
+    """A throwaway X.509 certificate for TLS tests: a CA (`ca`), a server certificate for
+    127.0.0.1 and localhost (`server`), or a plain client certificate."""
     import datetime  # pylint: disable=import-outside-toplevel
     import ipaddress  # pylint: disable=import-outside-toplevel
 
@@ -146,14 +148,14 @@ def write_test_pki(folder: str) -> dict:
     ca_key, other_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1())
                                                  for _ in range(4))
     files = {
-        "ca.pem": _certificate("dspnet test CA", ca_key, "dspnet test CA",
-                               ca_key.public_key(), ca=True),
-        "other-ca.pem": _certificate("other CA", other_key, "other CA", other_key.public_key(),
-                                     ca=True),
-        "server.pem": _certificate("127.0.0.1", ca_key, "dspnet test CA",
-                                   server_key.public_key(), server=True),
-        "client.pem": _certificate("dspnet test client", ca_key, "dspnet test CA",
-                                   client_key.public_key()),
+        "ca.pem": make_test_certificate("dspnet test CA", ca_key, "dspnet test CA",
+                                        ca_key.public_key(), ca=True),
+        "other-ca.pem": make_test_certificate("other CA", other_key, "other CA",
+                                              other_key.public_key(), ca=True),
+        "server.pem": make_test_certificate("127.0.0.1", ca_key, "dspnet test CA",
+                                            server_key.public_key(), server=True),
+        "client.pem": make_test_certificate("dspnet test client", ca_key, "dspnet test CA",
+                                            client_key.public_key()),
     }
     paths = {}
     for name, cert in files.items():

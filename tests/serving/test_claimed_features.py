@@ -5,10 +5,8 @@ policies `latest:N` and `specific:...`, mutual TLS, and `dspnet serve --host` /
 
 from __future__ import annotations
 
-import datetime
 import functools
 import http.client
-import ipaddress
 import json
 import ssl
 
@@ -19,7 +17,7 @@ import tensorflow as tf
 
 from serving.client import DSPnetClient, make_example
 from serving.server import ModelServer, ServerOptions
-from serving.testing import install_version
+from serving.testing import install_version, make_test_certificate
 
 HISTORY = (["i00001", "i00002", "i00003"], ["feed", "search", "live"])
 
@@ -223,27 +221,6 @@ def test_version_policy_serves_exactly_its_versions(three_versions, policy, serv
 
 # --- mutual TLS -----------------------------------------------------------------------------
 
-def _certificate(subject, issuer_key, issuer, public_key, ca=False):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-               .public_key(public_key).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1)))
-    if ca:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-    else:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A CA; a server and a client certificate it signs; a client certificate of another CA."""
@@ -255,13 +232,16 @@ def pki(tmp_path_factory):
     keys = {name: ec.generate_private_key(ec.SECP256R1())
             for name in ("ca", "other-ca", "server", "client", "stranger")}
     certificates = {
-        "ca": _certificate("test CA", keys["ca"], "test CA", keys["ca"].public_key(), ca=True),
-        "other-ca": _certificate("other CA", keys["other-ca"], "other CA",
-                                 keys["other-ca"].public_key(), ca=True),
-        "server": _certificate("127.0.0.1", keys["ca"], "test CA", keys["server"].public_key()),
-        "client": _certificate("client", keys["ca"], "test CA", keys["client"].public_key()),
-        "stranger": _certificate("stranger", keys["other-ca"], "other CA",
-                                 keys["stranger"].public_key()),
+        "ca": make_test_certificate("test CA", keys["ca"], "test CA", keys["ca"].public_key(),
+                                    ca=True),
+        "other-ca": make_test_certificate("other CA", keys["other-ca"], "other CA",
+                                          keys["other-ca"].public_key(), ca=True),
+        "server": make_test_certificate("127.0.0.1", keys["ca"], "test CA",
+                                        keys["server"].public_key(), server=True),
+        "client": make_test_certificate("client", keys["ca"], "test CA",
+                                        keys["client"].public_key()),
+        "stranger": make_test_certificate("stranger", keys["other-ca"], "other CA",
+                                          keys["stranger"].public_key()),
     }
     paths = {}
     for name, certificate in certificates.items():
