@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 # gRPC status -> HTTP status, as TF Serving's REST front end maps them.
@@ -35,3 +37,12 @@ class ServingError(Exception):
     def http_status(self) -> int:
         """The HTTP status TF Serving's REST API answers with for this code (500 if unmapped)."""
         return HTTP_STATUS.get(self.code, 500)
+
+
+_PATHS = re.compile(r"(?:/[\w.+-]+){2,}/?")
+
+
+def without_paths(text: str) -> str:
+    """`text` with file-system paths replaced by <path>: clients learn what was wrong with
+    their request, not where the server keeps its files."""
+    return _PATHS.sub("<path>", text)

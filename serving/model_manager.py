@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import threading
 import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
-from serving.errors import ServingError
+from serving.errors import ServingError, without_paths
 
 LOG = logging.getLogger("dspnet.serving")
 
@@ -263,7 +262,7 @@ class ModelManager:
                 self._status[version] = VersionStatus(
                     version, END, grpc.StatusCode.DATA_LOSS,
                     f"version {version} refused: {type(err).__name__}: "
-                    f"{re.sub(r'(?:/[^ /:]+){2,}/?', '<path>', first_line)}")
+                    f"{without_paths(first_line)}")
             LOG.error("model %s: refused version %d at %s (%s: %s); still serving %s",
                       self.name, version, path, type(err).__name__, first_line,
                       sorted(self._loaded) or "nothing")

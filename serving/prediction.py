@@ -17,7 +17,7 @@ from typing import Dict, Iterable, Mapping, Optional
 import grpc
 import numpy as np
 
-from serving.errors import ServingError
+from serving.errors import ServingError, without_paths
 from serving.model_manager import LoadedVersion
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -145,9 +145,6 @@ def tensor_proto_to_array(name: str, proto, expected_dtype: int, expected_rank: 
     return array
 
 
-_PATHS = re.compile(r"(?:/[\w.+-]+){2,}/?")
-
-
 def _tf_error_summary(err: Exception) -> str:
     """The line of a TF runtime error that says what is wrong (not the graph-node noise)."""
     text = getattr(err, "message", None) or str(err)
@@ -157,8 +154,7 @@ def _tf_error_summary(err: Exception) -> str:
     noise = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
     lines = [line.strip() for line in text.splitlines()]
     useful = [line for line in lines if line and not line.startswith(noise)]
-    # Clients learn what was wrong with their request, not where the server keeps its files.
-    return _PATHS.sub("<path>", useful[0] if useful else type(err).__name__)[:500]
+    return without_paths(useful[0] if useful else type(err).__name__)[:500]
 
 
 def signature_input_specs(loaded: LoadedVersion, signature_name: str) -> Mapping[str, object]:

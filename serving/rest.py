@@ -52,7 +52,7 @@ _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                    r"(?P<action>/metadata|:predict)?$")
 
 
-# Tensors here have rank <= 3; deeper JSON is refused before it is walked.
+# Tensors here have rank <= 3; deeper tensor values are refused while they are walked.
 MAX_JSON_DEPTH = 32
 # int64 has 19 digits; a longer literal cannot be a tensor value (and Python's int() of a
 # 5,000-digit string is slow and, from 3.10.7, raises ValueError).
@@ -73,21 +73,10 @@ def _bounded_int(text: str) -> int:
 def parse_json_body(raw: bytes) -> Any:
     """A request body as JSON, refusing what would cost the server more than its bytes.
 
-    Integers longer than int64 and nesting deeper than any tensor are INVALID_ARGUMENT (not a
-    500 with a traceback per request); the body's size is already bounded by Content-Length.
+    Integers longer than int64 and nesting too deep for the decoder are INVALID_ARGUMENT (not
+    a 500 with a traceback per request); the body's size is already bounded by Content-Length,
+    and the tensor values' nesting by `_decode_value`.
     """
-    depth = max_depth = 0
-    # A cheap pass over the structure characters outside strings bounds the nesting before
-    # the recursive decoder (and our own walk) run on it.
-    for match in re.finditer(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', raw):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            max_depth = max(max_depth, depth)
-            if max_depth > MAX_JSON_DEPTH:
-                raise _bad(f"request JSON is nested deeper than {MAX_JSON_DEPTH} levels")
-        elif token in (b"]", b"}"):
-            depth -= 1
     try:
         return json.loads(raw, parse_int=_bounded_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -96,8 +85,10 @@ def parse_json_body(raw: bytes) -> Any:
         raise _bad(f"request JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
 
 
-def _decode_value(value: Any) -> Any:
+def _decode_value(value: Any, depth: int = 0) -> Any:
     """JSON value -> nested lists with {"b64": ...} decoded to bytes and text to UTF-8 bytes."""
+    if depth > MAX_JSON_DEPTH:
+        raise _bad(f"request JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict):
         if set(value) == {"b64"} and isinstance(value["b64"], str):
             try:
@@ -106,7 +97,7 @@ def _decode_value(value: Any) -> Any:
                 raise _bad("a {\"b64\": ...} value is not valid base64") from None
         raise _bad(f"unexpected object {sorted(value)[:5]} where a tensor value was expected")
     if isinstance(value, list):
-        return [_decode_value(v) for v in value]
+        return [_decode_value(v, depth + 1) for v in value]
     if isinstance(value, str):
         return value.encode("utf-8")
     return value
@@ -252,17 +243,7 @@ def make_handler(manager: ModelManager, limits: RequestLimits, timeout: float,
             LOG.debug("rest %s - " + fmt, self.address_string(), *args)
 
         def _send(self, status: int, payload: Mapping[str, Any]) -> None:
-            data = json.dumps(payload).encode("utf-8")
-            if self._unread or self.server.closing:
-                # A body we did not read would be parsed as the next request: close instead.
-                self.close_connection = True
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
+            self._send_raw(status, json.dumps(payload).encode("utf-8"), "application/json")
 
         def _route(self):
             match = _PATH.match(self.path.split("?", 1)[0])
@@ -331,6 +312,7 @@ def make_handler(manager: ModelManager, limits: RequestLimits, timeout: float,
 
         def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
             if self._unread or self.server.closing:
+                # A body we did not read would be parsed as the next request: close instead.
                 self.close_connection = True
             self.send_response(status)
             self.send_header("Content-Type", content_type)
