@@ -446,9 +446,11 @@ def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
                         help="history length the model reads (default: %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=3e-3,
                         help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--item-loss", default="softmax", choices=("softmax", "sampled_bce"),
-                        help="next-item loss; full softmax suits small catalogs "
-                             "(default: %(default)s)")
+    parser.add_argument("--item-loss", default="auto",
+                        choices=("auto", "softmax", "sampled_softmax", "sampled_bce"),
+                        help="next-item loss; auto: the full softmax where its training logits "
+                             "fit 1 GiB, else the sampled softmax with the logQ correction "
+                             "(DSPnetConfig.item_loss; default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="print per-epoch training logs")
 
@@ -597,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--max-len", type=_positive_int, help="history length (default: 50)")
     quality.add_argument("--item-dim", type=_positive_int, help="item width (default: 64)")
     quality.add_argument("--scene-dim", type=_positive_int, help="scene width (default: 16)")
-    quality.add_argument("--item-loss", choices=("sampled_bce", "softmax"), default="softmax",
+    quality.add_argument("--item-loss", default="softmax",
+                         choices=("softmax", "auto", "sampled_softmax", "sampled_bce"),
                          help="item loss of every model but BERT4Rec (which keeps its sampled "
                               "softmax): softmax (full cross-entropy, RecBole's CE; the right "
                               "choice for catalogs that fit a [batch, items] logit matrix) or "

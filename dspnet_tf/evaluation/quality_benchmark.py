@@ -302,7 +302,8 @@ def train_and_score(name: str, seed: int, split: LeaveOneOutSplit, settings: Dic
                    "selection_task": result["selection_task"],
                    # Whether the one-real-scene reduction (`reduce_single_scene`) applies to the run.
                    "single_scene_reduced": (config.reduce_single_scene
-                                            and config.resolved() != config),
+                                            and config.resolved()
+                                            != config.with_resolved_item_loss()),
                    # Whether the model has the repeat pointer (it depends on the log's repeats).
                    "repeat_pointer": config.uses_repeat_pointer},
     }

@@ -40,6 +40,40 @@ def sampled_bce_loss(
     return _weighted_mean(positive_term + tf.reduce_sum(negative_terms, axis=-1), weights)
 
 
+def sampled_softmax_loss(
+    positive_logits: tf.Tensor,
+    negative_logits: tf.Tensor,
+    positive_log_q: tf.Tensor,
+    negative_log_q: tf.Tensor,
+    weights: tf.Tensor,
+    accidental_hits: Optional[tf.Tensor] = None,
+) -> tf.Tensor:
+    """Cross-entropy of the true item against sampled negatives, with the logQ correction.
+
+    Each position's softmax runs over its true item and K negatives drawn from a proposal q;
+    subtracting log q from every logit (Bengio & Senecal; the "logQ correction" of
+    sampled-softmax retrieval, TFRS's `candidate_sampling_probability`) makes the sampled
+    softmax an unbiased stand-in for the full one as K grows. The item loss for catalogs whose
+    full softmax does not fit memory. TFRS's `tasks.Retrieval` scores every query against
+    every candidate of the batch, [B*L, B*L] logits here, and cannot mask padding positions
+    in the per-position setting, hence this small function.
+
+    Args:
+      positive_logits: [...] logit of the true next item at each position.
+      negative_logits: [..., K] logits of the sampled negatives (shared or per position).
+      positive_log_q: [...] log of the proposal's probability of the true item.
+      negative_log_q: [..., K] (or broadcastable) log proposal probabilities of the negatives.
+      weights: [...] 1 for positions that count, 0 for padding.
+      accidental_hits: optional [..., K] bool; True drops a negative equal to the true item.
+    """
+    negatives = negative_logits - negative_log_q
+    if accidental_hits is not None:
+        negatives = tf.where(accidental_hits, tf.cast(-1e9, negatives.dtype), negatives)
+    positive = (positive_logits - positive_log_q)[..., tf.newaxis]
+    logits = tf.concat([positive, negatives], axis=-1)
+    return _weighted_mean(tf.reduce_logsumexp(logits, axis=-1) - positive[..., 0], weights)
+
+
 def masked_negative_log_likelihood(log_likelihood: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """-log p(target) averaged over weighted positions, for models that compute log p themselves
     (the repeat pointer's mixture).

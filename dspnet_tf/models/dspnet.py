@@ -7,7 +7,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
 
-from dspnet_tf.config import OOV_ID, RESERVED_IDS, DSPnetConfig, example_length
+from dspnet_tf.config import (
+    AUTO_REFERENCE_BATCH,
+    OOV_ID,
+    RESERVED_IDS,
+    DSPnetConfig,
+    example_length,
+)
 from dspnet_tf.distribution import replica_scale
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.augmentation import JointSequenceAugmenter
@@ -34,6 +40,7 @@ from dspnet_tf.losses.next_event import (
     masked_negative_log_likelihood,
     masked_softmax_cross_entropy,
     sampled_bce_loss,
+    sampled_softmax_loss,
 )
 from dspnet_tf.optimizers import build_optimizer
 
@@ -112,8 +119,14 @@ class DSPnet(tf.keras.Model):
         super().__init__(**kwargs)
         if not isinstance(config, DSPnetConfig):
             config = DSPnetConfig.from_dict(dict(config))
+        if config.item_loss == "auto":
+            _LOG.info("DSPnet: item_loss 'auto' -> %r (the full softmax's training logits at "
+                      "batch %d x %d positions x %d items: %.2f GiB, budget %.2f GiB)",
+                      config.resolved_item_loss, AUTO_REFERENCE_BATCH, config.max_len,
+                      config.item_vocab_size, config.softmax_logits_bytes / 2 ** 30,
+                      config.softmax_logits_budget_bytes / 2 ** 30)
         resolved = config.resolved()
-        if resolved != config:
+        if resolved != config.with_resolved_item_loss():
             _LOG.info(
                 "DSPnet: the scene vocabulary has %d real scene(s), so the target scene carries "
                 "no information and conditioning on it is left out%s.",
@@ -566,6 +579,18 @@ class DSPnet(tf.keras.Model):
             item_loss = sampled_bce_loss(
                 positive, negative, weights, negatives_ids != next_items[..., tf.newaxis]
             )
+        elif c.item_loss == "sampled_softmax":
+            # One uniform draw over the real items (ids >= 2) shared by every position: a
+            # [B, L, K] score tensor, never [B, L, catalog]; q is the same for every item.
+            sampled = tf.random.stateless_uniform(
+                [c.num_sampled], self._step_seed(_SALT_NEGATIVES), minval=RESERVED_IDS,
+                maxval=c.item_vocab_size, dtype=tf.int32)
+            positive = tf.reduce_sum(query * tf.gather(table, next_items), axis=-1)
+            negative = tf.einsum("bld,kd->blk", query, tf.gather(table, sampled))
+            log_q = tf.cast(-tf.math.log(float(c.item_vocab_size - RESERVED_IDS)), query.dtype)
+            item_loss = sampled_softmax_loss(
+                positive, negative, tf.fill(tf.shape(positive), log_q), log_q, weights,
+                sampled[tf.newaxis, tf.newaxis, :] == next_items[..., tf.newaxis])
         else:
             logits = self._score_catalog(query)
             if self.repeat_pointer is None:

@@ -146,3 +146,45 @@ def test_weighted_adversarial_terms_equal_the_terms_on_the_kept_positions():
                                losses.discriminator_loss(real, kept).numpy(), rtol=1e-10)
     assert losses.discriminator_accuracy(real, fake, weights).numpy() == pytest.approx(
         losses.discriminator_accuracy(real, kept).numpy())
+
+
+def test_sampled_softmax_loss_matches_numpy_with_log_q_and_accidental_hits():
+    from dspnet_tf.losses import sampled_softmax_loss
+
+    rng = np.random.default_rng(3)
+    positive = rng.normal(size=(2, 3)).astype(np.float32)
+    negative = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    positive_log_q = np.log(rng.uniform(0.1, 0.5, size=(2, 3))).astype(np.float32)
+    negative_log_q = np.log(rng.uniform(0.1, 0.5, size=(4,))).astype(np.float32)
+    weights = np.array([[1, 1, 0], [0, 1, 1]], np.float32)
+    hits = np.zeros((2, 3, 4), bool)
+    hits[0, 1, 2] = True
+    expected, total = 0.0, 0.0
+    for b in range(2):
+        for t in range(3):
+            logits = [positive[b, t] - positive_log_q[b, t]] + [
+                negative[b, t, k] - negative_log_q[k] for k in range(4) if not hits[b, t, k]]
+            loss = np.log(np.sum(np.exp(logits))) - logits[0]
+            expected += weights[b, t] * loss
+            total += weights[b, t]
+    got = sampled_softmax_loss(tf.constant(positive), tf.constant(negative),
+                               tf.constant(positive_log_q), tf.constant(negative_log_q),
+                               tf.constant(weights), tf.constant(hits))
+    np.testing.assert_allclose(got.numpy(), expected / total, rtol=1e-5)
+
+
+def test_sampled_softmax_with_every_item_sampled_equals_the_full_softmax():
+    from dspnet_tf.losses import masked_softmax_cross_entropy, sampled_softmax_loss
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, size=(2, 5))
+    weights = np.ones((2, 5), np.float32)
+    positive = np.take_along_axis(logits, labels[..., None], -1)[..., 0]
+    hits = np.arange(7)[None, None, :] == labels[..., None]
+    log_q = np.zeros((), np.float32)  # uniform q: the correction is a constant shift
+    got = sampled_softmax_loss(tf.constant(positive), tf.constant(logits), log_q, log_q,
+                               tf.constant(weights), tf.constant(hits))
+    full = masked_softmax_cross_entropy(tf.constant(logits), tf.constant(labels),
+                                        tf.constant(weights))
+    np.testing.assert_allclose(got.numpy(), full.numpy(), rtol=1e-5)

@@ -19,7 +19,8 @@ V, S, L = 30, 6, 8
 def small_config(**changes):
     base = dict(item_vocab_size=V, scene_vocab_size=S, max_len=L, item_dim=8, scene_dim=4,
                 num_blocks=1, num_heads=2, dropout=0.0, sfe_hidden=12, ccr_context_dim=4,
-                discriminator_hidden=8, seed=1, use_adversarial=True)  # the method's full model
+                discriminator_hidden=8, seed=1, use_adversarial=True,  # the method's full model
+                item_loss="sampled_bce")  # the cheap loss, fixed: these tests are not about it
     base.update(changes)
     return DSPnetConfig(**base)
 
