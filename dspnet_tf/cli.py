@@ -599,14 +599,15 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--max-len", type=_positive_int, help="history length (default: 50)")
     quality.add_argument("--item-dim", type=_positive_int, help="item width (default: 64)")
     quality.add_argument("--scene-dim", type=_positive_int, help="scene width (default: 16)")
-    quality.add_argument("--item-loss", default="softmax",
-                         choices=("softmax", "auto", "sampled_softmax", "sampled_bce"),
+    quality.add_argument("--item-loss", default="auto",
+                         choices=("auto", "softmax", "sampled_softmax", "sampled_bce"),
                          help="item loss of every model but BERT4Rec (which keeps its sampled "
-                              "softmax): softmax (full cross-entropy, RecBole's CE; the right "
-                              "choice for catalogs that fit a [batch, items] logit matrix) or "
-                              "sampled_bce (one sampled negative, SASRec's paper; for huge "
-                              "catalogs). With sampled_bce every model learns several times "
-                              "slower (default: %(default)s)")
+                              "softmax): auto (DSPnetConfig's default: the full softmax where "
+                              "its training logits fit 1 GiB, as on the scene world and "
+                              "MovieLens, else the sampled softmax), softmax, sampled_softmax "
+                              "(shared negatives, logQ correction) or sampled_bce (one sampled "
+                              "negative, SASRec's paper; every model learns several times "
+                              "slower) (default: %(default)s)")
     quality.add_argument("--max-users", type=_positive_int,
                          help="benchmark only the first N users (sorted ids) of --data")
     quality.add_argument("--window-stride", type=_positive_int,

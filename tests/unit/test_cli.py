@@ -99,7 +99,7 @@ def test_benchmark_quality_seeds_and_protocol_defaults(tmp_path, monkeypatch):
     assert cli.main(base) == 0
     assert cli.main(base + ["--seeds", "2", "--first-seed", "2"]) == 0
     assert [c["seeds"] for c in calls] == [[0, 1, 2], [2, 3]]
-    assert calls[0]["overrides"] == {"item_loss": "softmax"} and calls[0]["epochs"] == 15
+    assert calls[0]["overrides"] == {"item_loss": "auto"} and calls[0]["epochs"] == 15
     # Both tasks and every fair baseline by default (--quick too); the CLI's spelled-out list
     # is the benchmark's own.
     assert calls[0]["tasks"] == ["next_event", "in_scene"]
