@@ -24,6 +24,9 @@ RESERVED_IDS = 2
 REPEAT_POINTER_MIN_SHARE = 0.01
 
 ITEM_LOSSES = ("auto", "softmax", "sampled_softmax", "sampled_bce")
+# The repeat pointer mixes the catalog softmax's probability with its own: these losses give it
+# (the sampled softmax as an unbiased estimate of the normaliser).
+POINTER_ITEM_LOSSES = ("softmax", "sampled_softmax")
 # item_loss="auto" sizes the full softmax's training logits for a batch of this many sequences
 # (the benchmarks' and the TFX Trainer's batch) at max_len positions.
 AUTO_REFERENCE_BATCH = 256
@@ -168,7 +171,8 @@ class DSPnetConfig:
         `softmax_logits_budget_bytes`, the sampled softmax otherwise: the full softmax measured
         best wherever it fits (MovieLens-100K: 0.058 NDCG@10 against 0.043 for sampled BCE with
         one negative, benchmarks/QUALITY.md), and above the budget the sampled softmax is the
-        loss that still scores many negatives per position. The resolved choice is logged and
+        loss that still scores many negatives per position (and, as an unbiased estimate of
+        the softmax's normaliser, keeps the repeat pointer). The resolved choice is logged and
         saved in the model's config.
       num_negatives: K for the sampled BCE loss.
       num_sampled: negatives per batch for the sampled softmax (uniform over the real items,
@@ -212,9 +216,10 @@ class DSPnetConfig:
       discriminator_hidden: hidden width of the discriminator MLP.
       repeat_pointer: mix the catalog softmax with a pointer over the user's own history
         (`RepeatPointer`, our extension: repeat consumption and cross-scene returns). The
-        mixture needs the full softmax's normaliser, so None (the default) means "on with
-        item_loss='softmax', off with sampled BCE", and off too when `training_repeat_share`
-        is known and below REPEAT_POINTER_MIN_SHARE; True with sampled BCE is refused.
+        mixture needs the catalog softmax's normaliser (exact, or the sampled softmax's
+        estimate), so None (the default) means "on with a softmax item loss, off with sampled
+        BCE", and off too when `training_repeat_share` is known and below
+        REPEAT_POINTER_MIN_SHARE; True with sampled BCE is refused.
       training_repeat_share: share of the training log's next events that repeat an item of
         the same user's earlier history (`dspnet_tf.data.repeat_target_share`), a fact about
         the data that the builders fill in (the quality benchmark, `dspnet train`, the TFX
@@ -363,9 +368,10 @@ class DSPnetConfig:
              "(with target_scene_dropout > 0, so the unknown-scene answer is trained)")
         need(self.training_repeat_share is None or 0.0 <= self.training_repeat_share <= 1.0,
              "training_repeat_share", "must be None or in [0, 1]")
-        need(self.repeat_pointer is not True or self.resolved_item_loss == "softmax",
-             "repeat_pointer", "needs the full softmax item loss (the mixture needs the catalog "
-             "softmax's normaliser): item_loss='softmax', or 'auto' on a catalog that fits")
+        need(self.repeat_pointer is not True or self.resolved_item_loss in POINTER_ITEM_LOSSES,
+             "repeat_pointer", "needs a softmax item loss (the mixture needs the catalog "
+             "softmax's normaliser, exact or sampled): item_loss 'auto', 'softmax' or "
+             "'sampled_softmax', not 'sampled_bce'")
         need(self.num_sampled >= 1, "num_sampled", "must be >= 1")
         need(self.softmax_logits_budget_bytes >= 0, "softmax_logits_budget_bytes",
              "must be >= 0")
@@ -395,7 +401,8 @@ class DSPnetConfig:
         if self.repeat_pointer is None:
             repeats_known_absent = (self.training_repeat_share is not None
                                     and self.training_repeat_share < REPEAT_POINTER_MIN_SHARE)
-            return self.resolved_item_loss == "softmax" and not repeats_known_absent
+            return (self.resolved_item_loss in POINTER_ITEM_LOSSES
+                    and not repeats_known_absent)
         return bool(self.repeat_pointer)
 
     @property

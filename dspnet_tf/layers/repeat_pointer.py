@@ -146,9 +146,18 @@ def target_log_likelihood(catalog_logits: tf.Tensor, targets: tf.Tensor, history
     Returns:
       [B, Q] log-likelihoods.
     """
-    targets = tf.cast(targets, tf.int32)
     catalog_log_prob = -tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=targets, logits=catalog_logits)
+        labels=tf.cast(targets, tf.int32), logits=catalog_logits)
+    return mixture_target_log_likelihood(catalog_log_prob, targets, history_items, log_gate,
+                                         log_keep, log_pointer)
+
+
+def mixture_target_log_likelihood(catalog_log_prob: tf.Tensor, targets: tf.Tensor,
+                                  history_items: tf.Tensor, log_gate: tf.Tensor,
+                                  log_keep: tf.Tensor, log_pointer: tf.Tensor) -> tf.Tensor:
+    """`target_log_likelihood` from the catalog's log p(target) [B, Q] alone: for item losses
+    that estimate it without the full logits (`losses.sampled_softmax_log_prob`)."""
+    targets = tf.cast(targets, tf.int32)
     matches = tf.cast(history_items, tf.int32)[:, tf.newaxis, :] == targets[:, :, tf.newaxis]
     pointer_log_prob = tf.reduce_logsumexp(
         tf.where(matches, log_pointer, tf.cast(_IMPOSSIBLE, log_pointer.dtype)), axis=-1)

@@ -11,7 +11,7 @@ from dspnet_tf.losses.next_event import (
     masked_negative_log_likelihood,
     masked_softmax_cross_entropy,
     sampled_bce_loss,
-    sampled_softmax_loss,
+    sampled_softmax_log_prob,
 )
 
 __all__ = [
@@ -23,5 +23,5 @@ __all__ = [
     "masked_softmax_cross_entropy",
     "sample_prior",
     "sampled_bce_loss",
-    "sampled_softmax_loss",
+    "sampled_softmax_log_prob",
 ]

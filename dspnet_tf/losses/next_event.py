@@ -1,7 +1,9 @@
-"""Next-event losses: sampled binary cross-entropy and masked softmax cross-entropy.
+"""Next-event losses: sampled binary cross-entropy, the sampled softmax, masked softmax cross-entropy.
 
-Both take per-position `weights` (1 for a real training position, 0 for padding) and return the
-weighted mean over positions, so a batch's loss does not depend on how much of it is padding.
+The losses take per-position `weights` (1 for a real training position, 0 for padding) and return
+the weighted mean over positions, so a batch's loss does not depend on how much of it is padding.
+The sampled softmax returns each position's log-probability instead, so the repeat pointer's
+mixture can be built on it; `masked_negative_log_likelihood` averages it.
 """
 
 from __future__ import annotations
@@ -40,38 +42,44 @@ def sampled_bce_loss(
     return _weighted_mean(positive_term + tf.reduce_sum(negative_terms, axis=-1), weights)
 
 
-def sampled_softmax_loss(
+def sampled_softmax_log_prob(
     positive_logits: tf.Tensor,
     negative_logits: tf.Tensor,
-    positive_log_q: tf.Tensor,
-    negative_log_q: tf.Tensor,
-    weights: tf.Tensor,
+    negative_log_expected_count: tf.Tensor,
     accidental_hits: Optional[tf.Tensor] = None,
 ) -> tf.Tensor:
-    """Cross-entropy of the true item against sampled negatives, with the logQ correction.
+    """log p(true item) of the full softmax, estimated from sampled negatives (the logQ correction).
 
-    Each position's softmax runs over its true item and K negatives drawn from a proposal q;
-    subtracting log q from every logit (Bengio & Senecal; the "logQ correction" of
-    sampled-softmax retrieval, TFRS's `candidate_sampling_probability`) makes the sampled
-    softmax an unbiased stand-in for the full one as K grows. The item loss for catalogs whose
-    full softmax does not fit memory. TFRS's `tasks.Retrieval` scores every query against
-    every candidate of the batch, [B*L, B*L] logits here, and cannot mask padding positions
-    in the per-position setting, hence this small function.
+    The full softmax's normaliser sums exp(logit) over the whole catalog. Negatives drawn from a
+    proposal q, K per batch, estimate it without bias once each negative's exp(logit) is divided
+    by its expected count K q(item): the "logQ correction" (Bengio & Senecal; TFRS's
+    `candidate_sampling_probability`), here subtracting log(K q) from the negatives' logits. The
+    true item enters the normaliser once, uncorrected, so with every item drawn exactly once
+    (K q = 1) this is the full log-softmax. Because the estimate is of the full softmax's own
+    log-probability, the repeat pointer's mixture trains on it exactly as on the full softmax,
+    and the served model (which scores the whole catalog) reads the distribution it was trained
+    for.
+
+    The item loss for catalogs whose [batch, length, catalog] logits do not fit memory. Written
+    here rather than through TFRS's `tasks.Retrieval`, which scores every query against every
+    candidate of the batch ([B*L, B*L] logits in the per-position setting) and has no padding
+    mask or sampled-negative input for it; `tf.nn.sampled_softmax_loss` needs per-class weights
+    and biases and returns the loss alone, where the pointer needs the log-probability.
 
     Args:
       positive_logits: [...] logit of the true next item at each position.
       negative_logits: [..., K] logits of the sampled negatives (shared or per position).
-      positive_log_q: [...] log of the proposal's probability of the true item.
-      negative_log_q: [..., K] (or broadcastable) log proposal probabilities of the negatives.
-      weights: [...] 1 for positions that count, 0 for padding.
+      negative_log_expected_count: [..., K] (or broadcastable) log(K q(negative)).
       accidental_hits: optional [..., K] bool; True drops a negative equal to the true item.
+
+    Returns:
+      [...] estimated log-probabilities of the true items.
     """
-    negatives = negative_logits - negative_log_q
+    negatives = negative_logits - negative_log_expected_count
     if accidental_hits is not None:
         negatives = tf.where(accidental_hits, tf.cast(-1e9, negatives.dtype), negatives)
-    positive = (positive_logits - positive_log_q)[..., tf.newaxis]
-    logits = tf.concat([positive, negatives], axis=-1)
-    return _weighted_mean(tf.reduce_logsumexp(logits, axis=-1) - positive[..., 0], weights)
+    logits = tf.concat([positive_logits[..., tf.newaxis], negatives], axis=-1)
+    return positive_logits - tf.reduce_logsumexp(logits, axis=-1)
 
 
 def masked_negative_log_likelihood(log_likelihood: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
@@ -25,6 +26,7 @@ from dspnet_tf.layers.prediction_head import PredictionHead, exclude_leading_ids
 from dspnet_tf.layers.repeat_pointer import (
     RepeatPointer,
     mixture_log_probs,
+    mixture_target_log_likelihood,
     target_log_likelihood,
 )
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
@@ -40,7 +42,7 @@ from dspnet_tf.losses.next_event import (
     masked_negative_log_likelihood,
     masked_softmax_cross_entropy,
     sampled_bce_loss,
-    sampled_softmax_loss,
+    sampled_softmax_log_prob,
 )
 from dspnet_tf.optimizers import build_optimizer
 
@@ -581,16 +583,22 @@ class DSPnet(tf.keras.Model):
             )
         elif c.item_loss == "sampled_softmax":
             # One uniform draw over the real items (ids >= 2) shared by every position: a
-            # [B, L, K] score tensor, never [B, L, catalog]; q is the same for every item.
+            # [B, L, K] score tensor, never [B, L, catalog]. Each item's expected count in the
+            # draw is K / (real items), the logQ correction of its logit.
             sampled = tf.random.stateless_uniform(
                 [c.num_sampled], self._step_seed(_SALT_NEGATIVES), minval=RESERVED_IDS,
                 maxval=c.item_vocab_size, dtype=tf.int32)
             positive = tf.reduce_sum(query * tf.gather(table, next_items), axis=-1)
             negative = tf.einsum("bld,kd->blk", query, tf.gather(table, sampled))
-            log_q = tf.cast(-tf.math.log(float(c.item_vocab_size - RESERVED_IDS)), query.dtype)
-            item_loss = sampled_softmax_loss(
-                positive, negative, tf.fill(tf.shape(positive), log_q), log_q, weights,
+            log_expected_count = tf.cast(
+                math.log(c.num_sampled / (c.item_vocab_size - RESERVED_IDS)), query.dtype)
+            log_prob = sampled_softmax_log_prob(
+                positive, negative, log_expected_count,
                 sampled[tf.newaxis, tf.newaxis, :] == next_items[..., tf.newaxis])
+            if self.repeat_pointer is not None:
+                log_prob = mixture_target_log_likelihood(
+                    log_prob, next_items, items, *self._point(query, encoded, target_scene))
+            item_loss = masked_negative_log_likelihood(log_prob, weights)
         else:
             logits = self._score_catalog(query)
             if self.repeat_pointer is None:

@@ -22,11 +22,13 @@ def test_auto_is_the_default_and_resolves_by_the_logit_budget():
     assert large.resolved_item_loss == "sampled_softmax"
     assert DSPnetConfig(item_vocab_size=100_000, scene_vocab_size=8, max_len=50).resolved().item_loss == \
         "sampled_softmax"
-    # The repeat pointer needs the full softmax's normaliser: on by default only where auto
-    # resolves to it, refused where it does not.
-    assert small.uses_repeat_pointer and not large.uses_repeat_pointer
+    # The repeat pointer needs a softmax's normaliser, exact or sampled: on by default with
+    # either, refused with sampled BCE.
+    assert small.uses_repeat_pointer and large.uses_repeat_pointer
+    assert not DSPnetConfig(item_vocab_size=100, scene_vocab_size=8,
+                            item_loss="sampled_bce").uses_repeat_pointer
     with pytest.raises(ConfigError, match="repeat_pointer"):
-        DSPnetConfig(item_vocab_size=limit + 1, scene_vocab_size=8, max_len=50,
+        DSPnetConfig(item_vocab_size=100, scene_vocab_size=8, item_loss="sampled_bce",
                      repeat_pointer=True)
     explicit = DSPnetConfig(item_vocab_size=100_000, scene_vocab_size=8, item_loss="softmax")
     assert explicit.resolved_item_loss == "softmax"  # an explicit choice is kept
@@ -42,11 +44,12 @@ def _toy_log(users=48, items=30, length=12, seed=0):
     return item_rows, scene_rows
 
 
-def test_the_built_model_saves_the_resolved_loss_and_the_sampled_softmax_learns(tmp_path):
+@pytest.mark.parametrize("pointer", [False, True])
+def test_the_built_model_saves_the_resolved_loss_and_the_sampled_softmax_learns(pointer):
     items, scenes = _toy_log()
     config = DSPnetConfig(item_vocab_size=32, scene_vocab_size=5, max_len=12, item_dim=16,
                           scene_dim=8, num_blocks=1, num_heads=1, use_ccr=False,
-                          softmax_logits_budget_bytes=0, num_sampled=16)
+                          softmax_logits_budget_bytes=0, num_sampled=16, repeat_pointer=pointer)
     model = DSPnet(config)
     assert model.get_config()["config"]["item_loss"] == "sampled_softmax"
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))

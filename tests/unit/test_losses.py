@@ -148,43 +148,60 @@ def test_weighted_adversarial_terms_equal_the_terms_on_the_kept_positions():
         losses.discriminator_accuracy(real, kept).numpy())
 
 
-def test_sampled_softmax_loss_matches_numpy_with_log_q_and_accidental_hits():
-    from dspnet_tf.losses import sampled_softmax_loss
+def test_sampled_softmax_log_prob_matches_numpy_with_log_q_and_accidental_hits():
+    from dspnet_tf.losses import sampled_softmax_log_prob
 
     rng = np.random.default_rng(3)
     positive = rng.normal(size=(2, 3)).astype(np.float32)
     negative = rng.normal(size=(2, 3, 4)).astype(np.float32)
-    positive_log_q = np.log(rng.uniform(0.1, 0.5, size=(2, 3))).astype(np.float32)
-    negative_log_q = np.log(rng.uniform(0.1, 0.5, size=(4,))).astype(np.float32)
-    weights = np.array([[1, 1, 0], [0, 1, 1]], np.float32)
+    log_count = np.log(rng.uniform(0.1, 3.0, size=(4,))).astype(np.float32)
     hits = np.zeros((2, 3, 4), bool)
     hits[0, 1, 2] = True
-    expected, total = 0.0, 0.0
+    expected = np.zeros((2, 3))
     for b in range(2):
         for t in range(3):
-            logits = [positive[b, t] - positive_log_q[b, t]] + [
-                negative[b, t, k] - negative_log_q[k] for k in range(4) if not hits[b, t, k]]
-            loss = np.log(np.sum(np.exp(logits))) - logits[0]
-            expected += weights[b, t] * loss
-            total += weights[b, t]
-    got = sampled_softmax_loss(tf.constant(positive), tf.constant(negative),
-                               tf.constant(positive_log_q), tf.constant(negative_log_q),
-                               tf.constant(weights), tf.constant(hits))
-    np.testing.assert_allclose(got.numpy(), expected / total, rtol=1e-5)
+            normaliser = np.exp(positive[b, t]) + sum(
+                np.exp(negative[b, t, k]) / np.exp(log_count[k]) for k in range(4)
+                if not hits[b, t, k])
+            expected[b, t] = positive[b, t] - np.log(normaliser)
+    got = sampled_softmax_log_prob(tf.constant(positive), tf.constant(negative),
+                                   tf.constant(log_count), tf.constant(hits))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
 
 
-def test_sampled_softmax_with_every_item_sampled_equals_the_full_softmax():
-    from dspnet_tf.losses import masked_softmax_cross_entropy, sampled_softmax_loss
+def test_sampled_softmax_with_every_item_drawn_once_is_the_full_log_softmax():
+    from dspnet_tf.losses import masked_softmax_cross_entropy, sampled_softmax_log_prob
 
     rng = np.random.default_rng(4)
     logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
     labels = rng.integers(0, 7, size=(2, 5))
-    weights = np.ones((2, 5), np.float32)
+    weights = rng.integers(0, 2, size=(2, 5)).astype(np.float32)
     positive = np.take_along_axis(logits, labels[..., None], -1)[..., 0]
     hits = np.arange(7)[None, None, :] == labels[..., None]
-    log_q = np.zeros((), np.float32)  # uniform q: the correction is a constant shift
-    got = sampled_softmax_loss(tf.constant(positive), tf.constant(logits), log_q, log_q,
-                               tf.constant(weights), tf.constant(hits))
+    got = sampled_softmax_log_prob(tf.constant(positive), tf.constant(logits),
+                                   tf.zeros(()), tf.constant(hits))  # each drawn once: K q = 1
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    np.testing.assert_allclose(got.numpy(), np.take_along_axis(log_softmax, labels[..., None], -1)[..., 0],
+                               rtol=1e-5)
     full = masked_softmax_cross_entropy(tf.constant(logits), tf.constant(labels),
                                         tf.constant(weights))
-    np.testing.assert_allclose(got.numpy(), full.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.masked_negative_log_likelihood(got, tf.constant(weights)).numpy(), full.numpy(),
+        rtol=1e-5)
+
+
+def test_sampled_softmax_normaliser_is_unbiased_under_uniform_draws():
+    """Averaged over many uniform draws, exp(normaliser estimate) is the full normaliser."""
+    from dspnet_tf.losses import sampled_softmax_log_prob
+
+    rng = np.random.default_rng(5)
+    catalog, drawn = 50, 10
+    logits = rng.normal(size=catalog).astype(np.float64)
+    target = 3
+    draws = 4000
+    sample = rng.integers(0, catalog, size=(draws, drawn))
+    log_p = sampled_softmax_log_prob(
+        tf.fill([draws], logits[target]), tf.constant(logits[sample]),
+        tf.constant(np.log(drawn / catalog)), tf.constant(sample == target)).numpy()
+    estimates = np.exp(logits[target] - log_p)  # each draw's estimated normaliser
+    np.testing.assert_allclose(estimates.mean(), np.exp(logits).sum(), rtol=0.02)
