@@ -33,6 +33,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--item-loss", default=None,
                         help="override DSPnetConfig.item_loss (default: leave the default)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="override one more DSPnetConfig field, e.g. repeat_pointer=false "
+                             "(repeatable; for comparisons, not the measured default)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="make_dataset's batch size (default: make_dataset's own default)")
     parser.add_argument("--out", default="benchmarks/results/new_user_movielens")
     args = parser.parse_args()
 
@@ -46,6 +51,10 @@ def main() -> None:
 
     split = leave_one_out(load_movielens_100k())
     overrides = {} if args.item_loss is None else {"item_loss": args.item_loss}
+    for setting in args.set:
+        field, _, value = setting.partition("=")
+        overrides[field] = json.loads(value)
+    batching = {} if args.batch_size is None else {"batch_size": args.batch_size}
     config = DSPnetConfig(item_vocab_size=len(split.item_vocab),
                           scene_vocab_size=len(split.scene_vocab), max_len=50, **overrides)
     tf.keras.utils.set_random_seed(args.seed)
@@ -53,14 +62,17 @@ def main() -> None:
     model.compile(optimizer="adam")
     train_items, train_scenes = split.train
     started = time.perf_counter()
-    model.fit(make_dataset(train_items, train_scenes, max_len=50, seed=args.seed),
+    model.fit(make_dataset(train_items, train_scenes, max_len=50, seed=args.seed, **batching),
               epochs=args.epochs, verbose=2)
     train_seconds = time.perf_counter() - started
     test_items, test_scenes = split.test
     metrics = evaluate_last_events(model, test_items, test_scenes, max_len=50)
     result = {
+        "overrides": overrides, "batching": batching,
         "item_loss": config.item_loss,
         "resolved_item_loss": model.dspnet_config.item_loss,
+        "repeat_pointer": model.repeat_pointer is not None,
+        "training_repeat_share": model.dspnet_config.training_repeat_share,
         "epochs": args.epochs, "seed": args.seed, "users": len(split.users),
         "items": len(split.item_vocab) - 2,
         "ndcg@10": metrics["ndcg@10"], "hr@10": metrics["hr@10"],

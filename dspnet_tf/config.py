@@ -169,8 +169,8 @@ class DSPnetConfig:
         negatives per position, binary cross-entropy). "auto" is the full softmax when its
         training logits (AUTO_REFERENCE_BATCH x max_len x item_vocab_size float32) fit
         `softmax_logits_budget_bytes`, the sampled softmax otherwise: the full softmax measured
-        best wherever it fits (MovieLens-100K: 0.058 NDCG@10 against 0.043 for sampled BCE with
-        one negative, benchmarks/QUALITY.md), and above the budget the sampled softmax is the
+        best wherever it fits (the README's Keras path on MovieLens-100K,
+        benchmarks/results/new_user_movielens*), and above the budget the sampled softmax is the
         loss that still scores many negatives per position (and, as an unbiased estimate of
         the softmax's normaliser, keeps the repeat pointer). The resolved choice is logged and
         saved in the model's config.
@@ -219,7 +219,8 @@ class DSPnetConfig:
         mixture needs the catalog softmax's normaliser (exact, or the sampled softmax's
         estimate), so None (the default) means "on with a softmax item loss, off with sampled
         BCE", and off too when `training_repeat_share` is known and below
-        REPEAT_POINTER_MIN_SHARE; True with sampled BCE is refused.
+        REPEAT_POINTER_MIN_SHARE (with the share unknown, `DSPnet.fit` counts it on its
+        data before the first step); True with sampled BCE is refused.
       training_repeat_share: share of the training log's next events that repeat an item of
         the same user's earlier history (`dspnet_tf.data.repeat_target_share`), a fact about
         the data that the builders fill in (the quality benchmark, `dspnet train`, the TFX

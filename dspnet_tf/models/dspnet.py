@@ -15,6 +15,7 @@ from dspnet_tf.config import (
     DSPnetConfig,
     example_length,
 )
+from dspnet_tf.data.sequences import repeat_target_share
 from dspnet_tf.distribution import replica_scale
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.augmentation import JointSequenceAugmenter
@@ -55,6 +56,9 @@ TARGET_SCENE = "target_scene"
 # Salts that keep the stateless random streams of one step apart.
 _SALT_NEGATIVES, _SALT_VIEWS, _SALT_PRIOR, _SALT_TARGET_SCENE = 11, 13, 17, 19
 _SALT_ADV_SAMPLE = 23
+# Batches `fit` reads to count the training data's repeats when the config leaves the repeat
+# pointer to the data (64 x 256 histories: the share's standard error is well under 1 %).
+REPEAT_SHARE_PROBE_BATCHES = 64
 
 
 def ids_in_vocab(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
@@ -661,6 +665,44 @@ class DSPnet(tf.keras.Model):
         if self.discriminator is not None:
             excluded = {id(v) for v in self.discriminator.trainable_variables}
         return [v for v in self.trainable_variables if id(v) not in excluded]
+
+    def fit(self, x: Any = None, *args: Any, **kwargs: Any) -> tf.keras.callbacks.History:
+        """`tf.keras.Model.fit`; the first call also settles a repeat pointer left to the data.
+
+        With `repeat_pointer=None` and `training_repeat_share` unknown (a Keras user's own
+        config), the pointer's use depends on a fact about the data: on a log where (almost) no
+        next event repeats an item of the user's history it has nothing to copy and only costs
+        accuracy. So before the first step, while the pointer holds no weights yet, the share
+        is counted on up to REPEAT_SHARE_PROBE_BATCHES batches of `x` (a `tf.data.Dataset` of
+        `{"item_ids", ...}` dicts), recorded in the config (`get_config` saves it, so a reload
+        builds the same model), and below REPEAT_POINTER_MIN_SHARE the pointer is dropped.
+        """
+        self._settle_repeat_pointer(x)
+        return super().fit(x, *args, **kwargs)
+
+    def _settle_repeat_pointer(self, data: Any) -> None:
+        c = self.dspnet_config
+        if (self.repeat_pointer is None or self.repeat_pointer.built
+                or c.repeat_pointer is not None or c.training_repeat_share is not None
+                or not isinstance(data, tf.data.Dataset)):
+            return
+        rows = [batch[ITEM_IDS].numpy()
+                for batch in data.take(REPEAT_SHARE_PROBE_BATCHES)
+                if isinstance(batch, Mapping) and ITEM_IDS in batch]
+        if not rows:
+            return
+        share = repeat_target_share(row for batch in rows for row in batch)
+        self.dspnet_config = c.replace(training_repeat_share=share)
+        if not self.dspnet_config.uses_repeat_pointer:
+            # Unbuilt, so no weights are lost. Keras's __delattr__ leaves the checkpoint
+            # dependency behind, and a SavedModel would then revive a pointer the reloaded
+            # config does not build: drop it too.
+            del self.repeat_pointer
+            self._delete_tracking("repeat_pointer")  # pylint: disable=protected-access
+            self.repeat_pointer = None
+        _LOG.info("DSPnet: %.1f%% of the training next events repeat an item of the user's "
+                  "history (first %d batches): the repeat pointer is %s.", 100 * share,
+                  len(rows), "on" if self.repeat_pointer is not None else "left out")
 
     # The step has no tensor-dependent Python control flow, so autograph has nothing to
     # convert; skipping it cuts the first-step trace from ~30 s to a few seconds.

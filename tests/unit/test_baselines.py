@@ -259,6 +259,7 @@ def test_training_windows_predict_every_event_once():
 
 def test_length_bucketed_batches_hold_every_sequence_once_left_padded():
     from dspnet_tf.data import left_pad, make_dataset
+    from dspnet_tf.data.sequences import training_windows
 
     lengths = RNG.integers(1, 40, size=300)
     items = [list(RNG.integers(2, 99, size=n)) for n in lengths]
@@ -272,8 +273,24 @@ def test_length_bucketed_batches_hold_every_sequence_once_left_padded():
         assert ids.shape[1] == (ids > 0).sum(axis=1).max()
         np.testing.assert_array_equal(np.where(ids > 0, ids % 5 + 1, 0), sc)
         seen += [tuple(row[row > 0]) for row in ids]
-    expected = [tuple(row[row > 0]) for row in left_pad(items, 31)]
-    assert sorted(seen) == sorted(expected)
+    # Histories longer than max_len + 1 are cut into windows: every event a target once.
+    windows, _ = training_windows(items, scenes, window=31)
+    expected = [tuple(row[row > 0]) for row in left_pad(windows, 31)]
+    assert len(windows) > len(items) and sorted(seen) == sorted(expected)
+
+
+def test_make_dataset_trains_every_event_of_a_long_history_once_unless_told_otherwise():
+    from dspnet_tf.data import make_dataset
+
+    history = list(range(2, 122))  # 120 events, max_len 50: windows of 51 events
+    rows = [r for batch in make_dataset([history], [[2] * 120], max_len=50, shuffle=False)
+            for r in batch["item_ids"].numpy()]
+    targets = sorted(e for row in rows for e in row[row > 0][1:])
+    assert targets == history[1:]  # each event after the first is a target exactly once
+    (latest,) = [r for batch in make_dataset([history], [[2] * 120], max_len=50, shuffle=False,
+                                             whole_histories=False)
+                 for r in batch["item_ids"].numpy()]
+    assert latest.tolist() == history[-51:]
 
 
 def test_fixed_length_rows_are_rebatched_to_each_batch_s_longest_history():

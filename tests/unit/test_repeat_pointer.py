@@ -217,3 +217,41 @@ def test_pointer_learns_to_return_to_an_item_of_the_history():
     metrics = evaluate_last_events(model, items[2500:].tolist(), scenes[2500:].tolist(), 10)
     print(f"\nreturn-to-history world: SASRec + repeat pointer HR@1 {metrics['hr@1']:.3f}")
     assert metrics["hr@1"] >= 0.95, metrics
+
+
+def test_fit_settles_a_pointer_left_to_the_data_and_the_saved_model_keeps_the_choice(tmp_path):
+    """A Keras user's config (share unknown): the first fit counts the repeats of its data."""
+    rng = np.random.default_rng(0)
+    distinct = [list(rng.permutation(np.arange(2, 40))[:12]) for _ in range(64)]  # no repeats
+    repeating = [[2, 3, 2, 3, 2, 3, 4, 2, 3, 2, 3, 2] for _ in range(64)]
+    scenes = [list(rng.integers(2, 5, size=12)) for _ in range(64)]
+    config = DSPnetConfig(item_vocab_size=40, scene_vocab_size=5, max_len=12, item_dim=16,
+                          scene_dim=8, num_blocks=1, num_heads=1)
+    assert config.repeat_pointer is None and config.training_repeat_share is None
+    model = DSPnet(config)
+    model.compile(optimizer="adam")
+    assert model.repeat_pointer is not None
+    model.fit(make_dataset(distinct, scenes, max_len=12, batch_size=16), epochs=1, verbose=0)
+    assert model.repeat_pointer is None
+    assert model.dspnet_config.training_repeat_share == pytest.approx(
+        repeat_target_share(distinct)) and model.dspnet_config.training_repeat_share == 0.0
+    histories = {"item_ids": np.array(distinct[:3])[:, :11],
+                 "scene_ids": np.array(scenes[:3])[:, :11]}
+    answer = model(histories)["item_logits"].numpy()
+    model.save(str(tmp_path / "model"))
+    loaded = tf.keras.models.load_model(str(tmp_path / "model"))
+    assert loaded.repeat_pointer is None and loaded.dspnet_config.training_repeat_share == 0.0
+    np.testing.assert_allclose(loaded(histories)["item_logits"].numpy(), answer, atol=1e-6)
+
+    with_repeats = DSPnet(config)
+    with_repeats.compile(optimizer="adam")
+    with_repeats.fit(make_dataset(repeating, scenes, max_len=12, batch_size=16), epochs=1,
+                     verbose=0)
+    assert with_repeats.repeat_pointer is not None
+    assert with_repeats.dspnet_config.training_repeat_share == pytest.approx(
+        repeat_target_share(repeating))
+    # A config that states the pointer (or the share) is never second-guessed.
+    stated = DSPnet(config.replace(repeat_pointer=True))
+    stated.compile(optimizer="adam")
+    stated.fit(make_dataset(distinct, scenes, max_len=12, batch_size=16), epochs=1, verbose=0)
+    assert stated.repeat_pointer is not None and stated.dspnet_config.training_repeat_share is None
