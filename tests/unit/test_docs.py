@@ -73,3 +73,10 @@ def test_the_figure_pattern_finds_figures_and_spares_settings():
     assert FIGURE.findall("NDCG@10 0.3703, 0.875 x, +29 %, 1.12 x, 0.88") == [
         "0.3703", "0.875 x", "29 %", "1.12 x", "0.88"]
     assert FIGURE.findall("dropout 0.2, lr 1e-3, Python 3.10, TF 2.16.2, batch 256") == []
+
+
+def test_the_readme_stays_short_and_leads_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode("utf-8")) <= 15_000, "README.md over 15,000 bytes: move detail to docs/"
+    first_screen = "\n".join(readme.splitlines()[:12])
+    assert "make demo" in first_screen and "make test" in first_screen
