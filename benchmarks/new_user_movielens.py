@@ -9,7 +9,9 @@ what the defaults give; `--item-loss` overrides one setting to compare against t
 It prints and saves `results.json` with the resolved item loss, the figures and RecBole's SASRec
 anchor (`../shared/anchors`, NDCG@10 0.0640 on the same protocol) for the ratio.
 
-    .venv/bin/python benchmarks/new_user_movielens.py --out benchmarks/results/new_user_movielens
+    for seed in 0 1 2; do .venv/bin/python benchmarks/new_user_movielens.py --seed $seed \
+        --out benchmarks/results/new_user_movielens/seed$seed; done
+    .venv/bin/python benchmarks/new_user_movielens.py --summarize benchmarks/results/new_user_movielens
 """
 
 from __future__ import annotations
@@ -18,11 +20,51 @@ import argparse
 import json
 import os
 import time
+from typing import Any, Dict
+
+import numpy as np
 
 import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 # RecBole 1.2.1's SASRec on MovieLens-100K, leave-one-out, full ranking (the project's anchor).
 RECBOLE_SASREC_NDCG_AT_10 = 0.0640
+
+
+def summarize(folder: str) -> Dict[str, Any]:
+    """Mean and standard deviation over the seed runs under `folder`; writes summary.json/.md."""
+    runs = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name, "results.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                runs.append(json.load(handle))
+    if not runs:
+        raise SystemExit(f"{folder}: no <seed>/results.json to summarize")
+    ndcg = np.array([r["ndcg@10"] for r in runs])
+    summary = {"seeds": [r["seed"] for r in runs], "ndcg@10": ndcg.tolist(),
+               "ndcg@10_mean": float(ndcg.mean()), "ndcg@10_std": float(ndcg.std(ddof=1))
+               if len(runs) > 1 else 0.0,
+               "recbole_sasrec_ndcg@10": RECBOLE_SASREC_NDCG_AT_10,
+               "vs_recbole": float(ndcg.mean()) / RECBOLE_SASREC_NDCG_AT_10,
+               "resolved_item_loss": sorted({r["resolved_item_loss"] for r in runs}),
+               "repeat_pointer": sorted({r["repeat_pointer"] for r in runs}),
+               "epochs": runs[0]["epochs"]}
+    with open(os.path.join(folder, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+    lines = ["# The README's Keras path on MovieLens-100K", "",
+             f"Every DSPnetConfig and make_dataset default, `compile(optimizer=\"adam\")`, "
+             f"{summary['epochs']} epochs, test NDCG@10 with full ranking (leave-one-out). "
+             f"Item loss resolved to {', '.join(summary['resolved_item_loss'])}; repeat pointer "
+             f"{'kept' if summary['repeat_pointer'] == [True] else 'left out by fit (no repeats)'}.",
+             "", "| seeds | NDCG@10 per seed | mean ± std | RecBole's SASRec | ratio |",
+             "|---|---|---|---|---|",
+             f"| {len(runs)} | {', '.join(f'{v:.4f}' for v in ndcg)} | "
+             f"{summary['ndcg@10_mean']:.4f} ± {summary['ndcg@10_std']:.4f} | "
+             f"{RECBOLE_SASREC_NDCG_AT_10:.4f} | {summary['vs_recbole']:.3f} x |"]
+    with open(os.path.join(folder, "summary.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return summary
 
 
 def main() -> None:
@@ -39,7 +81,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="make_dataset's batch size (default: make_dataset's own default)")
     parser.add_argument("--out", default="benchmarks/results/new_user_movielens")
+    parser.add_argument("--summarize", metavar="DIR",
+                        help="only summarize the seed runs under DIR (DIR/*/results.json)")
     args = parser.parse_args()
+    if args.summarize:
+        summarize(args.summarize)
+        return
 
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
