@@ -172,7 +172,10 @@ def render_at_a_glance(doc: pathlib.Path) -> str:
 # document -> block name -> renderer
 BLOCKS: Dict[str, Dict[str, Callable[[pathlib.Path], str]]] = {
     "README.md": {"at-a-glance": render_at_a_glance},
-    "benchmarks/QUALITY.md": {"quality-current": render_quality},
+    "benchmarks/QUALITY.md": {
+        "quality-current": render_quality,
+        "new-user-movielens": _results_md(RESULTS / "new_user_movielens", "summary.md"),
+    },
     "benchmarks/SPEED_AND_SCALE.md": {
         "train-throughput": _results_md(RESULTS / "train_throughput"),
         "large-catalog": _results_md(RESULTS / "large_catalog"),
