@@ -19,15 +19,22 @@ carries no information about the item.
 `SceneWorld.oracle` computes the exact posterior predictive P(next item, next scene | history)
 by forward filtering over the latent intent (the scene chain does not depend on the intent, so it
 factors out). No learned model can beat its expected full-ranking metrics.
+
+`SceneDays` runs the same world for several days, each user's sequence going on from one day
+to the next (written as `events/span-1/`, `span-2/`, ...: TFX spans), optionally with a
+`SceneDrift` on a chosen day (a scene disappears, a new one appears, popularity shifts); its
+oracle stays exact over the continued sequences.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
+import itertools
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -134,6 +141,15 @@ class _ReturnMemory:
         return (self.weights.sum(axis=0) - self.weights[scene]) / total
 
 
+@dataclasses.dataclass
+class _UserState:
+    """Where a user's sequence stands: the latent intent, the last scene, the return memory."""
+
+    intent: Optional[int] = None
+    scene: Optional[int] = None
+    memory: Optional[_ReturnMemory] = None
+
+
 class SceneWorld:
     """The simulator with its true parameters, a generator and the exact oracle.
 
@@ -212,44 +228,98 @@ class SceneWorld:
 
     def generate(self) -> "SceneLog":
         """Samples every user's events (deterministic for the config's seed)."""
+        items, scenes, _ = self._simulate(self._rng_events)
+        return SceneLog(items=items, scenes=scenes, config=self.config)
+
+    def _simulate(
+        self, rng: np.random.Generator
+    ) -> Tuple[List[List[int]], List[List[int]], List["_UserState"]]:
+        """Every user's first sequence, and where each ended (to continue it on a later day)."""
         c = self.config
-        rng = self._rng_events
         extra = np.floor(rng.pareto(1.5, c.users) * c.mean_extra_events / 2.0).astype(int)
         lengths = np.minimum(c.min_events + extra, c.max_events)
-        items, scenes = [], []
+        items, scenes, states = [], [], []
         for user in range(c.users):
-            intents = self.intent_transitions(user)
-            memory = _ReturnMemory(c.scenes, c.items, c.return_decay)
-            seq_v, seq_s = [], []
-            intent = rng.choice(c.categories, p=self.user_preference[user])
-            scene = rng.choice(c.scenes, p=self.scene_initial[user])
-            for t in range(lengths[user]):
-                if t:
-                    intent = rng.choice(c.categories, p=intents[intent])
-                    scene = rng.choice(c.scenes, p=self.scene_transitions[user, scene])
-                governing = rng.choice(c.scenes, p=self._scene_mixture(scene))
-                share = self._return_share(memory)[governing]
-                if share > 0 and rng.random() < share:
-                    item = rng.choice(c.items, p=memory.others_distribution(governing))
-                else:
-                    item = rng.choice(c.items, p=self.base_item_distribution[governing, intent])
-                memory.add(scene, item)
-                seq_v.append(int(item))
-                seq_s.append(int(scene))
+            state = _UserState()
+            seq_v, seq_s = self._continue(user, state, int(lengths[user]), rng)
             items.append(seq_v)
             scenes.append(seq_s)
-        return SceneLog(items=items, scenes=scenes, config=c)
+            # The memory is S x N floats: dropped here, rebuilt from the events when needed.
+            states.append(dataclasses.replace(state, memory=None))
+        return items, scenes, states
+
+    def _continue(self, user: int, state: "_UserState", count: int,
+                  rng: np.random.Generator) -> Tuple[List[int], List[int]]:
+        """Draws `count` more events of `user` from `state` (updated in place) under this world.
+
+        A fresh state starts the chains from the user's initial distributions; a carried one
+        continues them, so the events of several calls form one sequence of the process.
+        """
+        c = self.config
+        intents = self.intent_transitions(user)
+        if state.memory is None:
+            state.memory = _ReturnMemory(c.scenes, c.items, c.return_decay)
+        memory = state.memory
+        seq_v, seq_s = [], []
+        for _ in range(count):
+            if state.intent is None:
+                state.intent = rng.choice(c.categories, p=self.user_preference[user])
+                state.scene = rng.choice(c.scenes, p=self.scene_initial[user])
+            else:
+                state.intent = rng.choice(c.categories, p=intents[state.intent])
+                state.scene = rng.choice(c.scenes, p=self.scene_transitions[user, state.scene])
+            governing = rng.choice(c.scenes, p=self._scene_mixture(state.scene))
+            share = self._return_share(memory)[governing]
+            if share > 0 and rng.random() < share:
+                item = rng.choice(c.items, p=memory.others_distribution(governing))
+            else:
+                item = rng.choice(c.items, p=self.base_item_distribution[governing, state.intent])
+            memory.add(state.scene, item)
+            seq_v.append(int(item))
+            seq_s.append(int(state.scene))
+        return seq_v, seq_s
+
+    # --- variants: the world after a drift (see SceneDrift) ---------------------------------
+    def _without_scene(self, scene: int) -> "SceneWorld":
+        """This world with `scene` gone: no chain enters it, no misaligned event is governed by it.
+
+        Moves into it are zeroed and each row renormalised over the scenes left; its own row
+        stays, so a user who is in it moves on by their habits.
+        """
+        world = copy.copy(self)  # shares the unchanged arrays; the changed ones are new
+        keep = np.ones(self.config.scenes)
+        keep[scene] = 0.0
+        world.scene_transitions = _renormalised(self.scene_transitions * keep, keep)
+        world.scene_initial = _renormalised(self.scene_initial * keep, keep)
+        world.scene_marginal = _renormalised(self.scene_marginal * keep, keep)
+        return world
+
+    def _with_new_popularity(self) -> "SceneWorld":
+        """This world with the Zipf popularity ranks dealt to the items again (seeded)."""
+        c = self.config
+        world = copy.copy(self)
+        ranks = np.random.default_rng([c.seed, 4]).permutation(c.items) + 1
+        world.item_weight = ranks.astype(np.float64) ** -c.zipf
+        world.base_item_distribution = world._base_item_distribution()
+        return world
 
     # --- the oracle -------------------------------------------------------------------------
     def oracle_joint(
         self, user: int, items: List[int], scenes: List[int]
     ) -> np.ndarray:
         """Exact P(next scene = s, next item = v | history) as an [S, N] matrix."""
+        return self._filtered_joint(user, items, scenes, itertools.repeat(self), self)
+
+    def _filtered_joint(self, user: int, items: List[int], scenes: List[int],
+                        worlds: Iterable["SceneWorld"], next_world: "SceneWorld") -> np.ndarray:
+        """`oracle_joint` where event t was drawn under worlds[t] and the next one will be
+        under `next_world`: variants of this world (`SceneDays.world_on`) that share its users'
+        intents and differ in scenes or popularity, as the days of a drifting world do."""
         c = self.config
         intents = self.intent_transitions(user)
         memory = _ReturnMemory(c.scenes, c.items, c.return_decay)
         belief: Optional[np.ndarray] = None  # P(intent_t | events <= t)
-        for item, scene in zip(items, scenes):
+        for item, scene, world in zip(items, scenes, worlds):
             prior = self.user_preference[user] if belief is None else belief @ intents
             # Likelihood of the observed item under each intent: mix over governing scenes.
             share = self._return_share(memory)  # [S]
@@ -257,8 +327,8 @@ class SceneWorld:
             returned = np.divide(memory.others_item_weight(item), totals,
                                  out=np.zeros(c.scenes), where=totals > 0)
             per_scene = share[:, None] * returned[:, None] + (1 - share)[:, None] * \
-                self.base_item_distribution[:, :, item]  # [S, K]
-            likelihood = self._scene_mixture(scene) @ per_scene  # [K]
+                world.base_item_distribution[:, :, item]  # [S, K]
+            likelihood = world._scene_mixture(scene) @ per_scene  # [K]
             belief = prior * likelihood
             if belief.sum() <= 0:
                 raise ValueError(
@@ -269,18 +339,19 @@ class SceneWorld:
             memory.add(scene, item)
         if belief is None:
             next_intent = self.user_preference[user]
-            next_scene = self.scene_initial[user]
+            next_scene = next_world.scene_initial[user]
         else:
             next_intent = belief @ intents
-            next_scene = self.scene_transitions[user, scenes[-1]]
+            next_scene = next_world.scene_transitions[user, scenes[-1]]
         share = self._return_share(memory)
         by_governing = np.stack([
             share[g] * memory.others_distribution(g)
-            + (1 - share[g]) * next_intent @ self.base_item_distribution[g]
+            + (1 - share[g]) * next_intent @ next_world.base_item_distribution[g]
             for g in range(c.scenes)
         ])  # [S, N]: P(item | governing scene g, history)
         m = c.misalignment
-        item_given_logged = (1 - m) * by_governing + m * (self.scene_marginal @ by_governing)[None]
+        item_given_logged = (1 - m) * by_governing + \
+            m * (next_world.scene_marginal @ by_governing)[None]
         return next_scene[:, None] * item_given_logged
 
     def oracle_in_scene(self, user: int, items: List[int], scenes: List[int]) -> np.ndarray:
@@ -300,6 +371,13 @@ class SceneWorld:
         """The config (enough to rebuild the world exactly) plus any summary fields."""
         return json.dumps({"scene_world": dataclasses.asdict(self.config),
                            "scene_names": list(self.config.scene_names), **extra}, indent=2)
+
+
+def _renormalised(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum to 1; a row with no mass left is uniform over the `keep` scenes."""
+    totals = rows.sum(axis=-1, keepdims=True)
+    uniform = np.broadcast_to(keep / keep.sum(), rows.shape)
+    return np.where(totals > 0, rows / np.where(totals > 0, totals, 1.0), uniform)
 
 
 def in_scene_rows(joint: np.ndarray) -> np.ndarray:
@@ -350,3 +428,248 @@ def load_world(world_json: str) -> SceneWorld:
     with open(world_json, encoding="utf-8") as handle:
         payload = json.load(handle)
     return SceneWorld(SceneWorldConfig(**payload["scene_world"]))
+
+
+# --- days: the same world, continued day by day ---------------------------------------------
+DRIFT_KINDS = ("scene_gone", "new_scene", "popularity_shift")
+DAY_SECONDS = 86_400
+FIRST_DAY_START = 1_600_041_600  # 2020-09-14 00:00 UTC; day d starts d - 1 days later
+SPAN_FOLDER = "span-{span}"  # OUT/events/span-1/events.csv, ...: TFX's {SPAN} pattern matches
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneDrift:
+    """A change of the world on `day` (that day and every later one stay changed).
+
+    Kinds:
+      scene_gone: `scene` disappears: no user enters it any more (the scene chains' moves into
+        it, its initial probability and its weight as a misaligned governing scene are zeroed,
+        the rest renormalised). A user whose last event was in it moves on by their habits.
+        Items only it shows (the live items, for "live") come back only as returns from
+        favorites and cart.
+      new_scene: `scene` exists only from `day` on: before it the world is the scene_gone
+        world, from it the full one (the users' habits for the scene were there all along).
+      popularity_shift: item popularity is dealt again: a new seeded assignment of the Zipf
+        ranks, so yesterday's hits are ordinary items; the feed, messages and each category's
+        items follow the new ranking. Users' intents and scene habits do not change.
+    """
+
+    day: int
+    kind: str
+    scene: str = "live"
+
+    def __post_init__(self) -> None:
+        if self.kind not in DRIFT_KINDS:
+            raise ValueError(f"SceneDrift.kind={self.kind!r}: must be one of "
+                             f"{', '.join(DRIFT_KINDS)}")
+        if isinstance(self.day, bool) or not isinstance(self.day, (int, np.integer)) \
+                or self.day < 2:
+            raise ValueError(f"SceneDrift.day={self.day!r}: must be an integer >= 2 (day 1 is "
+                             "the world as it starts; changed from day 1 it is another world)")
+
+
+class SceneDays:
+    """The scene world over several days, each user's sequence going on from day to day.
+
+    Day 1 is `SceneWorld(config).generate()`, event for event (unless a new_scene drift hides
+    its scene on day 1). On each later day a user is active with probability
+    `active_probability`, and then has 1 + Poisson(n - 1) events, n being their day-1 count
+    (heavy users stay heavy; at most `max_events`). Those events continue the user's process
+    where it stopped: the intent and scene chains go on from their last states and the return
+    memory keeps every earlier event. So the days concatenated are one sequence of the process,
+    and `oracle_joint`, told each event's day (a drift changes the parameters from its day on),
+    is exact over it. Each user's later days draw from a stream of their own, so the days
+    before a drift are the same as without it.
+
+    Example:
+      >>> days = SceneDays(SceneWorldConfig(users=50, items=100, categories=5), days=3,
+      ...                  drift=SceneDrift(day=3, kind="scene_gone", scene="live"))
+      >>> log = days.generate()
+      >>> items, scenes, on_day = log.sequence(0)
+      >>> joint = days.oracle_joint(0, items[:-1], scenes[:-1], on_day[:-1], on_day[-1])
+    """
+
+    def __init__(self, config: SceneWorldConfig, days: int, drift: Optional[SceneDrift] = None,
+                 active_probability: float = 0.8) -> None:
+        if isinstance(days, bool) or not isinstance(days, (int, np.integer)) or days < 1:
+            raise ValueError(f"days={days!r}: must be an integer >= 1")
+        if not 0.0 <= active_probability <= 1.0:
+            raise ValueError(f"active_probability={active_probability!r}: must be in [0, 1]")
+        if drift is not None and drift.day > days:
+            raise ValueError(f"SceneDrift.day={drift.day}: after the last day ({days})")
+        if drift is not None and drift.kind != "popularity_shift" \
+                and drift.scene not in config.scene_names:
+            raise ValueError(f"SceneDrift.scene={drift.scene!r}: not a scene of this world "
+                             f"({', '.join(config.scene_names)})")
+        self.config, self.days, self.drift = config, int(days), drift
+        self.active_probability = active_probability
+        self.world = SceneWorld(config)
+        self._before, self._after = self._regimes()
+
+    def _regimes(self) -> Tuple[SceneWorld, SceneWorld]:
+        """The world before the drift day and from it on (the same world without a drift)."""
+        world, drift = self.world, self.drift
+        if drift is None:
+            return world, world
+        if drift.kind == "popularity_shift":
+            return world, world._with_new_popularity()  # pylint: disable=protected-access
+        gone = world._without_scene(self.config.scene_names.index(drift.scene))  # pylint: disable=protected-access
+        return (world, gone) if drift.kind == "scene_gone" else (gone, world)
+
+    def world_on(self, day: int) -> SceneWorld:
+        """The world that draws the events of `day` (1-based; days after the last go on as it)."""
+        if day < 1:
+            raise ValueError(f"day={day}: days are numbered from 1")
+        return self._after if self.drift is not None and day >= self.drift.day else self._before
+
+    def generate(self) -> "SceneDaysLog":
+        """Samples every user's events, day by day (deterministic for the config's seed)."""
+        c = self.config
+        # Day 1 draws from the stream SceneWorld.generate uses: it is that log.
+        first_items, first_scenes, states = self.world_on(1)._simulate(  # pylint: disable=protected-access
+            np.random.default_rng([c.seed, 2]))
+        rng = np.random.default_rng([c.seed, 6])
+        lengths = np.array([len(seq) for seq in first_items])
+        counts = np.zeros((self.days + 1, c.users), dtype=int)  # counts[day, user], day >= 2
+        for day in range(2, self.days + 1):
+            active = rng.random(c.users) < self.active_probability
+            busy = np.minimum(1 + rng.poisson(lengths - 1), c.max_events)
+            counts[day] = np.where(active, busy, 0)
+        items = [[seq] for seq in first_items]
+        scenes = [[seq] for seq in first_scenes]
+        for user in range(c.users):
+            state = states[user]
+            # A stream per user: the days before a drift are the same as without it.
+            user_rng = np.random.default_rng([c.seed, 5, user])
+            if self.days > 1:
+                # The same adds in the same order as on day 1: the very memory it ended with.
+                state.memory = _ReturnMemory(c.scenes, c.items, c.return_decay)
+                for item, scene in zip(first_items[user], first_scenes[user]):
+                    state.memory.add(scene, item)
+            for day in range(2, self.days + 1):
+                seq_v, seq_s = self.world_on(day)._continue(  # pylint: disable=protected-access
+                    user, state, int(counts[day, user]), user_rng)
+                items[user].append(seq_v)
+                scenes[user].append(seq_s)
+        return SceneDaysLog(items=items, scenes=scenes, world=self)
+
+    def oracle_joint(self, user: int, items: Sequence[int], scenes: Sequence[int],
+                     days: Sequence[int], next_day: int) -> np.ndarray:
+        """Exact P(next scene, next item | history) [S, N], event t being from `days[t]` and the
+        next one from `next_day` (the history's last day, or a later one)."""
+        if not len(items) == len(scenes) == len(days):
+            raise ValueError(f"items, scenes and days differ in length ({len(items)}, "
+                             f"{len(scenes)}, {len(days)})")
+        if days and next_day < days[-1]:
+            raise ValueError(f"next_day={next_day} is before the history's last day {days[-1]}")
+        return self.world._filtered_joint(  # pylint: disable=protected-access
+            user, list(items), list(scenes), [self.world_on(d) for d in days],
+            self.world_on(next_day))
+
+    def to_json(self, **extra: object) -> str:
+        """The config, days and drift (enough to rebuild the days exactly) plus summary fields."""
+        return self.world.to_json(
+            days=self.days, active_probability=self.active_probability,
+            drift=dataclasses.asdict(self.drift) if self.drift is not None else None, **extra)
+
+
+@dataclasses.dataclass
+class SceneDaysLog:
+    """Generated events by day: `items[user][day - 1]` is that user's events of that day."""
+
+    items: List[List[List[int]]]
+    scenes: List[List[List[int]]]
+    world: SceneDays
+
+    @property
+    def num_events(self) -> int:
+        """Events over all users and days."""
+        return sum(len(seq) for days in self.items for seq in days)
+
+    def events_on(self, day: int) -> int:
+        """Events of one day (1-based) over all users."""
+        return sum(len(days[day - 1]) for days in self.items)
+
+    def sequence(self, user: int, through_day: Optional[int] = None
+                 ) -> Tuple[List[int], List[int], List[int]]:
+        """One user's continued sequence over days 1..through_day (default: all): items,
+        scenes and the day of each event, oldest first."""
+        last = self.world.days if through_day is None else through_day
+        items, scenes, days = [], [], []
+        for day in range(1, last + 1):
+            items += self.items[user][day - 1]
+            scenes += self.scenes[user][day - 1]
+            days += [day] * len(self.items[user][day - 1])
+        return items, scenes, days
+
+    def write(self, out_dir: str) -> Dict[str, str]:
+        """Writes `events/span-<day>/events.csv` per day (user_id,item_id,scene,timestamp) and
+        `world.json`.
+
+        Day d's timestamps fall in the UTC day starting at FIRST_DAY_START + (d - 1) days, each
+        user's strictly increasing, so every user's events of a day follow their earlier days'.
+
+        Returns:
+          {"events": the events folder, "pattern": its span pattern (`dspnet pipeline run
+          --data`), "world": world.json}.
+        """
+        from dspnet_tf.resilience import atomic_write  # pylint: disable=import-outside-toplevel
+
+        names = self.world.config.scene_names
+        rng = np.random.default_rng([self.world.config.seed, 3])
+        events_dir = os.path.join(out_dir, "events")
+        for day in range(1, self.world.days + 1):
+            span_dir = os.path.join(events_dir, SPAN_FOLDER.format(span=day))
+            os.makedirs(span_dir, exist_ok=True)
+            start = FIRST_DAY_START + (day - 1) * DAY_SECONDS
+            # Each file is replaced whole or not at all: never half a day under the final name.
+            with atomic_write(os.path.join(span_dir, "events.csv"), newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["user_id", "item_id", "scene", "timestamp"])
+                for user, by_day in enumerate(zip(self.items, self.scenes)):
+                    seq_v, seq_s = by_day[0][day - 1], by_day[1][day - 1]
+                    if not seq_v:
+                        continue
+                    # Sorted draws plus 0, 1, 2, ...: strictly increasing, inside the day.
+                    offsets = np.sort(rng.integers(0, DAY_SECONDS - len(seq_v), len(seq_v)))
+                    offsets += np.arange(len(seq_v))
+                    for item, scene, offset in zip(seq_v, seq_s, offsets):
+                        writer.writerow([f"u{user:06d}", f"i{item:05d}", names[scene],
+                                         start + int(offset)])
+        world_path = os.path.join(out_dir, "world.json")
+        with atomic_write(world_path) as handle:
+            handle.write(self.world.to_json(
+                users=len(self.items), events=self.num_events,
+                events_per_day=[self.events_on(d) for d in range(1, self.world.days + 1)]))
+        return {"events": events_dir,
+                "pattern": os.path.join(events_dir, SPAN_FOLDER.format(span="{SPAN}"), "*"),
+                "world": world_path}
+
+
+def generate_days(config: SceneWorldConfig, out_dir: str, days: int,
+                  drift_day: Optional[int] = None, drift_kind: Optional[str] = None,
+                  drift_scene: str = "live") -> Tuple[SceneDaysLog, Dict[str, str]]:
+    """Generates `days` days of the world and writes them (see `SceneDaysLog.write`).
+
+    The entry point of `dspnet generate scene-world --days N [--drift-day D --drift-kind K
+    --drift-scene S]`.
+
+    Raises:
+      ValueError: a bad setting, named (also: a drift day without a kind, or the reverse).
+    """
+    if (drift_day is None) != (drift_kind is None):
+        raise ValueError("a drift needs both a day and a kind (drift_day, drift_kind); got "
+                         f"drift_day={drift_day!r}, drift_kind={drift_kind!r}")
+    drift = None if drift_kind is None else SceneDrift(drift_day, drift_kind, drift_scene)
+    log = SceneDays(config, days=days, drift=drift).generate()
+    return log, log.write(out_dir)
+
+
+def load_scene_days(world_json: str) -> SceneDays:
+    """Rebuilds the exact days (and so their oracle) from the `world.json` of a days world."""
+    with open(world_json, encoding="utf-8") as handle:
+        payload = json.load(handle)
+    drift = payload.get("drift")
+    return SceneDays(SceneWorldConfig(**payload["scene_world"]), days=payload.get("days", 1),
+                     drift=SceneDrift(**drift) if drift else None,
+                     active_probability=payload.get("active_probability", 0.8))
