@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from tfx import v1 as tfx
 
-from tfx_pipeline import spans
+from tfx_pipeline import drift, spans
 from tfx_pipeline.anomalies_gate import AnomaliesGate
 from tfx_pipeline.evaluation import eval_config
 from tfx_pipeline.sequence_example_gen import SequenceExampleGen
@@ -32,9 +32,15 @@ def create_pipeline(
     data_stages_only: bool = False,
     blessing_task: str = "in_scene",
     range_config: Optional[tfx.proto.RangeConfig] = None,
+    on_drift: str = "stop",
+    scene_drift_threshold: float = drift.DEFAULT_SCENE_THRESHOLD,
+    item_drift_threshold: float = drift.DEFAULT_ITEM_THRESHOLD,
 ) -> tfx.dsl.Pipeline:
     """Event log -> SequenceExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator ->
     AnomaliesGate -> Transform -> Trainer -> Evaluator (vs the latest blessed model) -> Pusher.
+
+    With a span pattern, SpanDriftGate (`tfx_pipeline.drift`) also runs before Transform: the
+    span's own events against the previous span's.
 
     Args:
       pipeline_name: name recorded in ML Metadata.
@@ -60,7 +66,15 @@ def create_pipeline(
         Transform): the data half, e.g. for the pipeline-scaling benchmark.
       range_config: with a span pattern, the span to train on (`spans.static_range(n)`);
         None: the latest.
+      on_drift: with a span pattern, what a span that drifted from the previous span does:
+        "stop" fails the run before Transform, naming the feature and the distance; "warn"
+        logs it (and records it on SpanDriftGate's anomalies) and trains.
+      scene_drift_threshold: the largest L-infinity distance between two days' scene
+        distributions that is not drift.
+      item_drift_threshold: the largest Jensen-Shannon divergence between two days' item
+        distributions that is not drift.
     """
+    drift.check_on_drift(on_drift)
     model_config = dict(model_config or {})
     transform_config = {k: model_config[k] for k in TRANSFORM_KEYS if k in model_config}
     example_gen = SequenceExampleGen(max_events=max_events, skip_malformed=skip_malformed,
@@ -79,6 +93,15 @@ def create_pipeline(
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval", "test"]),
     )
     transform.add_upstream_node(anomalies_gate)  # no training on data that failed validation
+    drift_gates = []
+    if spans.has_span_spec(data_root):
+        input_base, pattern = spans.split_span_path(data_root)
+        drift_gate = drift.SpanDriftGate(
+            examples=example_gen.outputs["examples"], input_base=input_base,
+            input_pattern=pattern, on_drift=on_drift, scene_threshold=scene_drift_threshold,
+            item_threshold=item_drift_threshold, skip_malformed=skip_malformed)
+        transform.add_upstream_node(drift_gate)  # a drifted day stops before Transform
+        drift_gates.append(drift_gate)
     trainer = tfx.components.Trainer(
         run_fn="tfx_pipeline.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
@@ -107,7 +130,7 @@ def create_pipeline(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  transform]
+                  *drift_gates, transform]
     if not data_stages_only:
         components += [trainer, baseline, evaluator, pusher]
     return tfx.dsl.Pipeline(
@@ -149,7 +172,11 @@ def local_serving_dir(out_dir: str) -> str:
 
 
 def run_locally(data_root: str, out_dir: str, **kwargs: Any) -> str:
-    """Runs the pipeline with LocalDagRunner under `out_dir`; returns Pusher's base directory."""
+    """Runs the pipeline with LocalDagRunner under `out_dir`; returns Pusher's base directory.
+
+    `kwargs` are `create_pipeline`'s (e.g. `on_drift`, `scene_drift_threshold`,
+    `item_drift_threshold`, `range_config`, `model_config`).
+    """
     serving_dir = local_serving_dir(out_dir)
     pipeline = create_pipeline(
         pipeline_name=kwargs.pop("pipeline_name", "dspnet"),
@@ -168,7 +195,7 @@ def compile_for_kubeflow(output_file: str, image: str, data_root: str, pipeline_
     """Compiles the pipeline for Kubeflow Pipelines v2 (Vertex AI Pipelines) to JSON or YAML.
 
     The components run in `image` (see the Dockerfile), with paths the cluster can reach
-    (e.g. gs:// or a mounted volume).
+    (e.g. gs:// or a mounted volume). `kwargs` are `create_pipeline`'s (e.g. `on_drift`).
     """
     import json  # pylint: disable=import-outside-toplevel
 

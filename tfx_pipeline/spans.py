@@ -147,6 +147,18 @@ def _files_by_span(input_base: str, split: example_gen_pb2.Input.Split) -> Dict[
     return by_span
 
 
+def files_by_span(input_base: str, pattern: str) -> Dict[int, List[str]]:
+    """Every span a `{SPAN}` pattern matches under `input_base`, with that span's own files.
+
+    The files of one day only (not its history): what drift checks compare day to day.
+
+    Raises:
+      SpanError: a span folder whose number is not an integer, or a span without event files.
+    """
+    return _files_by_span(input_base, example_gen_pb2.Input.Split(name=SPLIT_NAME,
+                                                                  pattern=pattern))
+
+
 def _fingerprint(files: List[str]) -> str:
     # TFX's io_utils.generate_fingerprint, over a list of files instead of one glob (the spans
     # read are several globs): a new or changed file changes it.
