@@ -12,9 +12,14 @@ Id conventions shared by the whole library:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import math
-from typing import Any, Dict, Optional
+import sys
+from typing import Any, Dict, FrozenSet, Optional
+
+_LOG = logging.getLogger(__name__)
 
 OOV_ID = 1  # the out-of-vocabulary bucket (0 is padding)
 # Ids below this are padding and the OOV bucket: never a prediction a client can be shown.
@@ -37,6 +42,12 @@ PRIORS = ("gaussian", "laplace", "mixture")
 FUSIONS = ("concat_mlp", "sum")
 TARGET_SCENE_HEADS = ("concat", "per_scene")
 NEXT_EVENT_MODES = ("unknown", "marginal")
+# Keras mixed-precision policy names a model can be built with, and "auto" (see `precision`).
+PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", *PRECISION_POLICIES)
+# /proc/cpuinfo flags of x86 CPUs with native bfloat16 matrix products (oneDNN uses them);
+# without one, bfloat16 matmuls are converted in software and usually slower than float32.
+BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 # Named ablations of dspnet-method.md -> the switches they flip (and three named extensions,
 # marked below, run the same way as `dspnet_<name>`).
@@ -264,6 +275,19 @@ class DSPnetConfig:
         with a query that knows the target scene (DIN-style attention whose target is the
         surface): each surface picks its own evidence. Needs the scene network and
         target-scene conditioning (`uses_target_attention`).
+      precision: the Keras mixed-precision policy of every layer: "float32", "mixed_bfloat16"
+        or "mixed_float16" (compute in bfloat16 / float16, variables in float32; the logits,
+        softmaxes, losses, metrics and the repeat pointer's mixture stay float32, and with
+        float16 the train step scales the loss), or "auto": bfloat16 compute where the CPU
+        has native bfloat16 matrix products (a /proc/cpuinfo flag of BFLOAT16_CPU_FLAGS),
+        float32 otherwise. None (the default) follows the process's Keras global policy
+        (`tf.keras.mixed_precision.set_global_policy`; float32 unless a user set one): default
+        numerics stay those every benchmark was measured with (bfloat16 has not been through
+        the quality benchmark, and "auto" would change them on any CPU with bfloat16), while a
+        Keras user's global policy is honoured as for any Keras layer. The model is built with
+        the resolved policy (`with_resolved_precision`), which is logged for "auto" and saved
+        in its config, so a reload computes as the original did whatever the global policy or
+        CPU of the loading process.
       seed: seed of the sampled negatives and augmentations (stateless, per step).
     """
 
@@ -317,6 +341,7 @@ class DSPnetConfig:
     next_event_mode: str = "marginal"
     pointer_scenes: bool = True
     target_attention: bool = False
+    precision: Optional[str] = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -376,6 +401,8 @@ class DSPnetConfig:
         need(self.num_sampled >= 1, "num_sampled", "must be >= 1")
         need(self.softmax_logits_budget_bytes >= 0, "softmax_logits_budget_bytes",
              "must be >= 0")
+        need(self.precision is None or self.precision in PRECISIONS, "precision",
+             f"None (the Keras global policy) or one of {PRECISIONS}")
 
     @property
     def softmax_logits_bytes(self) -> int:
@@ -395,6 +422,37 @@ class DSPnetConfig:
         if self.item_loss != "auto":
             return self
         return self.replace(item_loss=self.resolved_item_loss)
+
+    @property
+    def resolved_precision(self) -> str:
+        """The mixed-precision policy the model is built with: one of PRECISION_POLICIES.
+
+        `precision`, with "auto" decided by the CPU (`cpu_has_bfloat16_matmul`) and None by
+        the Keras global policy.
+
+        Raises:
+          ConfigError: None while the global policy is one a model cannot be built with
+            (e.g. "float64").
+        """
+        if self.precision == "auto":
+            return auto_precision()
+        if self.precision is None:
+            policy = keras_global_policy_name()
+            if policy not in PRECISION_POLICIES:
+                raise ConfigError(
+                    f"DSPnetConfig.precision=None follows the Keras global policy, which is "
+                    f"{policy!r}: set precision to one of {PRECISIONS}")
+            return policy
+        return self.precision
+
+    def with_resolved_precision(self) -> "DSPnetConfig":
+        """This configuration with `precision` replaced by the policy it resolves to.
+
+        Kept apart from `resolved`: the answer depends on the machine and the process (CPU
+        flags, the Keras global policy), not on the configuration alone.
+        """
+        resolved = self.resolved_precision
+        return self if resolved == self.precision else self.replace(precision=resolved)
 
     @property
     def uses_repeat_pointer(self) -> bool:
@@ -435,7 +493,8 @@ class DSPnetConfig:
         list can be shown in says nothing, so in-scene is the next-event task, and the model is
         the one built before conditioning existed), and with `reduce_single_scene` on, the
         switches of SINGLE_SCENE_REDUCTION. Otherwise this configuration unchanged.
-        Idempotent, so a saved (resolved) configuration reloads to the same model.
+        Idempotent, so a saved (resolved) configuration reloads to the same model. `precision`
+        is resolved apart (`with_resolved_precision`): it depends on the machine and process.
         """
         config = self.with_resolved_item_loss()
         if config.real_scene_count > 1:
@@ -500,3 +559,48 @@ class DSPnetConfig:
     def fused_dim(self) -> int:
         """Width of z, the fused per-position representation."""
         return self.item_dim
+
+
+def _read_cpu_flags(path: str = "/proc/cpuinfo") -> FrozenSet[str]:
+    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bfloat16_matmul() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AMX-BF16 or AVX512-BF16)."""
+    return any(flag in _read_cpu_flags() for flag in BFLOAT16_CPU_FLAGS)
+
+
+def auto_precision() -> str:
+    """What precision "auto" resolves to on this machine; the decision is logged once."""
+    precision = "mixed_bfloat16" if cpu_has_bfloat16_matmul() else "float32"
+    _log_auto_precision(precision)
+    return precision
+
+
+@functools.lru_cache(maxsize=None)
+def _log_auto_precision(precision: str) -> None:
+    # Cached per answer: once per process, and again only if the answer changes (tests).
+    _LOG.info("DSPnet: precision 'auto' -> %r (the CPU %s bfloat16 matrix products: "
+              "/proc/cpuinfo flags %s)", precision,
+              "has" if precision == "mixed_bfloat16" else "has no",
+              " / ".join(BFLOAT16_CPU_FLAGS))
+
+
+def keras_global_policy_name() -> str:
+    """The Keras global mixed-precision policy's name ("float32" unless someone set one).
+
+    Read without importing TensorFlow: no process that has not imported it can have set a
+    policy, and this module stays importable without it (the CLI's --help).
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return "float32"
+    return tf.keras.mixed_precision.global_policy().name

@@ -6,6 +6,8 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
+from dspnet_tf.precision import at_least_float32
+
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
 class ContextWeighting(tf.keras.layers.Layer):
@@ -33,12 +35,16 @@ class ContextWeighting(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.context_dim = int(context_dim)
         self.temperature = float(temperature)
-        self.hidden = tf.keras.layers.Dense(2 * self.context_dim, activation="gelu")
-        self.output_layer = tf.keras.layers.Dense(self.context_dim)
+        policy = self.dtype_policy  # shared by the sub-layers (see TransformerBlock)
+        self.hidden = tf.keras.layers.Dense(2 * self.context_dim, activation="gelu", dtype=policy)
+        self.output_layer = tf.keras.layers.Dense(self.context_dim, dtype=policy)
 
     def call(self, context: tf.Tensor) -> tf.Tensor:
-        """context [B, c] -> row-stochastic weights [B, B] with a zero diagonal (for B > 1)."""
-        g = tf.math.l2_normalize(self.output_layer(self.hidden(context)), axis=-1)
+        """context [B, c] -> row-stochastic float32 weights [B, B], zero diagonal (for B > 1)."""
+        # The MLP in the compute dtype; the similarities and their softmax in float32 (a
+        # [B, B] matrix: cheap, and -1e9 overflows float16).
+        g = at_least_float32(self.output_layer(self.hidden(context)))
+        g = tf.math.l2_normalize(g, axis=-1)
         similarity = tf.linalg.matmul(g, g, transpose_b=True) / self.temperature
         # -1e9 rather than -inf: a batch of one user still gives finite weights.
         eye = tf.eye(tf.shape(similarity)[0], dtype=tf.bool)

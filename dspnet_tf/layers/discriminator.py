@@ -6,6 +6,8 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
+from dspnet_tf.precision import at_least_float32
+
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
 class PriorDiscriminator(tf.keras.layers.Layer):
@@ -29,13 +31,17 @@ class PriorDiscriminator(tf.keras.layers.Layer):
     def __init__(self, hidden_dim: int = 64, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hidden_dim = int(hidden_dim)
-        self.hidden_1 = tf.keras.layers.Dense(self.hidden_dim, activation=tf.nn.leaky_relu)
-        self.hidden_2 = tf.keras.layers.Dense(self.hidden_dim, activation=tf.nn.leaky_relu)
-        self.logit = tf.keras.layers.Dense(1)
+        policy = self.dtype_policy  # shared by the sub-layers (see TransformerBlock)
+        self.hidden_1 = tf.keras.layers.Dense(self.hidden_dim, activation=tf.nn.leaky_relu,
+                                              dtype=policy)
+        self.hidden_2 = tf.keras.layers.Dense(self.hidden_dim, activation=tf.nn.leaky_relu,
+                                              dtype=policy)
+        self.logit = tf.keras.layers.Dense(1, dtype=policy)
 
     def call(self, z: tf.Tensor) -> tf.Tensor:
-        """Logits [..., 1] that `z` [..., d] was drawn from the prior rather than encoded."""
-        return self.logit(self.hidden_2(self.hidden_1(z)))
+        """Float32 logits [..., 1] that `z` [..., d] was drawn from the prior, not encoded."""
+        # float32 out whatever the compute dtype: the two players' losses read them.
+        return at_least_float32(self.logit(self.hidden_2(self.hidden_1(z))))
 
     def get_config(self) -> Dict[str, Any]:
         """The constructor arguments, so Keras can re-create the layer from a saved model."""

@@ -68,28 +68,34 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
             raise ValueError("zero_init needs residual=True with the concat_mlp fusion "
                              "(a zero MLP output without the residual passes nothing on)")
         branch_init = "zeros" if self.zero_init else "glorot_uniform"
+        policy = self.dtype_policy  # shared by the sub-layers (see TransformerBlock)
         if fusion == "sum":
             self.scene_projection = tf.keras.layers.Dense(
                 self.output_dim, use_bias=False, kernel_initializer=branch_init,
-                name="scene_projection",
+                name="scene_projection", dtype=policy,
             )
             self.hidden_layers = []
         else:
             self.hidden_layers = [
-                tf.keras.layers.Dense(self.hidden_dim, activation="gelu", name=f"hidden_{i}")
+                tf.keras.layers.Dense(self.hidden_dim, activation="gelu", name=f"hidden_{i}",
+                                      dtype=policy)
                 for i in range(self.depth - 1)
             ]
             self.hidden_dropouts = [
-                tf.keras.layers.Dropout(self.dropout_rate) for _ in range(self.depth - 1)
+                tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+                for _ in range(self.depth - 1)
             ]
             self.output_layer = tf.keras.layers.Dense(
-                self.output_dim, kernel_initializer=branch_init, name="output")
-            self.norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
+                self.output_dim, kernel_initializer=branch_init, name="output", dtype=policy)
+            self.norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm",
+                                                           dtype=policy)
 
     def call(
         self, item_states: tf.Tensor, scene_states: tf.Tensor, training: Optional[bool] = None
     ) -> tf.Tensor:
         """Fuses item_states [..., d_v] and scene_states [..., d_s] into [..., output_dim]."""
+        # Keras casts only the first input to the compute dtype.
+        scene_states = tf.cast(scene_states, item_states.dtype)
         if self.fusion == "sum":
             return item_states + self.scene_projection(scene_states)
         x = tf.concat([item_states, scene_states], axis=-1)

@@ -33,17 +33,19 @@ class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         self.vocab_size = int(vocab_size)
         self.dim = int(dim)
         self.dropout_rate = float(dropout)
+        policy = self.dtype_policy  # shared by the sub-layers (see TransformerBlock)
         self.token_embedding = tf.keras.layers.Embedding(
             self.vocab_size + 1, self.dim,
             embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
-            name="token_embedding",
+            name="token_embedding", dtype=policy,
         )
-        self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate)
-        self.gru = tf.keras.layers.GRU(self.dim, return_sequences=True, name="gru")
+        self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.gru = tf.keras.layers.GRU(self.dim, return_sequences=True, name="gru", dtype=policy)
         # As in `SequenceEncoder`: embeddings scaled by sqrt(dim) in, LayerNorm out. Without
         # them the GRU reads 0.02-scale inputs and emits tanh-bounded states, learns many times
         # slower and, on the default scene world, never left the most-popular solution.
-        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm",
+                                                             dtype=policy)
 
     def call(
         self,
@@ -63,7 +65,7 @@ class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
             padding_mask = ids > 0
         x = self.token_embedding(ids) * tf.math.sqrt(tf.cast(self.dim, self.compute_dtype))
         if extra_embeddings is not None:
-            x = x + extra_embeddings
+            x = x + tf.cast(extra_embeddings, x.dtype)
         x = self.embedding_dropout(x, training=training)
         # The Keras mask makes the GRU carry its state over padded steps untouched.
         states = self.final_norm(self.gru(x, mask=padding_mask, training=training))

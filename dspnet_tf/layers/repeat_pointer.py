@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
 from dspnet_tf.layers.history_attention import query_distances, scene_pair_scores
+from dspnet_tf.precision import at_least_float32
 
 # Log-probability of "impossible" (a finite stand-in for -inf, so gradients stay finite).
 _IMPOSSIBLE = -1e9
@@ -40,7 +42,9 @@ class RepeatPointer(tf.keras.layers.Layer):
     table learns it directly where a bilinear form of two dense states learns it slowly.
 
     The layer returns the mixture's parts in log space; `target_log_likelihood` (training) and
-    `mixture_log_probs` (ranking the catalog) combine them with the catalog logits.
+    `mixture_log_probs` (ranking the catalog) combine them with the catalog logits. Under a
+    mixed-precision policy the projections run in the compute dtype and everything after the
+    score product (biases, log-softmax, gate) in float32, so the mixture is float32.
 
     Example:
       >>> pointer = RepeatPointer(key_dim=8, max_len=5)
@@ -60,20 +64,24 @@ class RepeatPointer(tf.keras.layers.Layer):
         self.key_dim = int(key_dim)
         self.max_len = int(max_len)
         self.num_scenes = int(num_scenes)
-        self.query_projection = tf.keras.layers.Dense(self.key_dim, name="query")
-        self.key_projection = tf.keras.layers.Dense(self.key_dim, name="key")
-        self.gate = tf.keras.layers.Dense(1, name="gate")
+        policy = self.dtype_policy  # shared by the sub-layers (see TransformerBlock)
+        self.query_projection = tf.keras.layers.Dense(self.key_dim, name="query", dtype=policy)
+        self.key_projection = tf.keras.layers.Dense(self.key_dim, name="key", dtype=policy)
+        self.gate = tf.keras.layers.Dense(1, name="gate", dtype=policy)
 
     def build(self, input_shape: Any) -> None:
         """Creates the distance bias and, with scenes, the scene-dependent biases (zeros)."""
+        # Read as float32 under any policy (no autocast): they are added to float32 scores.
         self.distance_bias = self.add_weight(
-            name="distance_bias", shape=[self.max_len + 1], initializer="zeros")
+            name="distance_bias", shape=[self.max_len + 1], initializer="zeros",
+            experimental_autocast=False)
         if self.num_scenes:
             self.scene_pair_bias = self.add_weight(
                 name="scene_pair_bias", shape=[self.num_scenes, self.num_scenes],
-                initializer="zeros")
+                initializer="zeros", experimental_autocast=False)
             self.scene_gate_bias = self.add_weight(
-                name="scene_gate_bias", shape=[self.num_scenes], initializer="zeros")
+                name="scene_gate_bias", shape=[self.num_scenes], initializer="zeros",
+                experimental_autocast=False)
         super().build(input_shape)
 
     def call(self, query_states: tf.Tensor, key_states: tf.Tensor, valid: tf.Tensor,
@@ -92,14 +100,15 @@ class RepeatPointer(tf.keras.layers.Layer):
         Returns:
           `log_gate` [B, Q] = log gamma, `log_keep` [B, Q] = log(1 - gamma) and `log_pointer`
           [B, Q, L] = log pi (about -1e9 at padding and at positions after the query). A query
-          with no earlier event has gamma = 0.
+          with no earlier event has gamma = 0. All float32.
         """
         length = tf.shape(key_states)[1]
         queries = tf.shape(query_states)[1]
         query = self.query_projection(query_states)
-        key = self.key_projection(key_states)
-        scores = tf.linalg.matmul(query, key, transpose_b=True) / tf.sqrt(
-            tf.cast(self.key_dim, query.dtype))
+        # Keras casts only the first input to the compute dtype.
+        key = self.key_projection(tf.cast(key_states, query.dtype))
+        scores = at_least_float32(tf.linalg.matmul(query, key, transpose_b=True)) / math.sqrt(
+            self.key_dim)
         # Query q may point at history positions j <= its own.
         distance = query_distances(queries, length)  # [Q, L]
         scores += tf.gather(self.distance_bias, tf.clip_by_value(distance, 0, self.max_len))
@@ -111,7 +120,7 @@ class RepeatPointer(tf.keras.layers.Layer):
         scores = tf.where(allowed, scores, tf.cast(_IMPOSSIBLE, scores.dtype))
         log_pointer = tf.nn.log_softmax(scores, axis=-1)
         log_pointer = tf.where(allowed, log_pointer, tf.cast(_IMPOSSIBLE, scores.dtype))
-        gate_logit = tf.squeeze(self.gate(query_states), axis=-1) + gate_bias
+        gate_logit = at_least_float32(tf.squeeze(self.gate(query_states), axis=-1)) + gate_bias
         has_history = tf.reduce_any(allowed, axis=-1)
         log_gate = tf.where(has_history, tf.math.log_sigmoid(gate_logit),
                             tf.cast(_IMPOSSIBLE, gate_logit.dtype))

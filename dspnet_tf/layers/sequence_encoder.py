@@ -66,15 +66,16 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         self.num_heads = int(num_heads)
         self.ffn_multiplier = int(ffn_multiplier)
         self.dropout_rate = float(dropout)
+        policy = self.dtype_policy  # shared by the sub-layers (see TransformerBlock)
         self.token_embedding = tf.keras.layers.Embedding(
             self.vocab_size + 1, self.dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
-            name="token_embedding",
+            name="token_embedding", dtype=policy,
         )
         self.position_embedding = tf.keras.layers.Embedding(
             self.max_len, self.dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
-            name="position_embedding",
+            name="position_embedding", dtype=policy,
         )
-        self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate)
+        self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
         self.blocks = [
             TransformerBlock(
                 dim=self.dim,
@@ -82,12 +83,12 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
                 ffn_dim=self.ffn_multiplier * self.dim,
                 dropout=self.dropout_rate,
                 name=f"block_{i}",
+                dtype=policy,
             )
             for i in range(self.num_blocks)
         ]
-        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
-
-
+        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm",
+                                                             dtype=policy)
 
     def call(
         self,
@@ -112,7 +113,7 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         # Zero the padded inputs so their ids cannot leak through the residual stream.
         x = self.token_embedding(ids) * tf.math.sqrt(tf.cast(self.dim, self.compute_dtype))
         if extra_embeddings is not None:
-            x = x + extra_embeddings
+            x = x + tf.cast(extra_embeddings, x.dtype)
         # The most recent event always gets position max_len - 1, whatever the window length.
         positions = tf.range(self.max_len - length, self.max_len)
         x = (x + self.position_embedding(positions)[tf.newaxis]) * valid

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict
 
 import tensorflow as tf
 
 from dspnet_tf.layers.history_attention import query_distances, scene_pair_scores
+from dspnet_tf.precision import at_least_float32
 
 # A finite stand-in for -inf on masked scores (keeps gradients finite).
 _MASKED = -1e9
@@ -29,7 +31,8 @@ class TargetSceneAttention(tf.keras.layers.Layer):
     where s is the target scene (0 = unknown), c_j the per-position scene state and s_j the
     scene of event j (b[s, s_j]: which scenes' events inform surface s), and returns
     z_t + W_o sum_j softmax(score)_tj W_v z_j. W_o starts at zero, so the layer starts as the
-    identity and grows from there.
+    identity and grows from there. Under a mixed-precision policy the projections and the
+    weighted sum run in the compute dtype, the scores, biases and softmax in float32.
 
     Example:
       >>> layer = TargetSceneAttention(dim=8, num_scenes=5, max_len=6)
@@ -52,21 +55,23 @@ class TargetSceneAttention(tf.keras.layers.Layer):
         self.num_scenes = int(num_scenes)
         self.max_len = int(max_len)
         self.scene_dim = int(scene_dim)
+        policy = self.dtype_policy  # shared by the sub-layers (see TransformerBlock)
         self.target_embedding = tf.keras.layers.Embedding(self.num_scenes, self.scene_dim,
-                                                          name="target_embedding")
-        self.query_projection = tf.keras.layers.Dense(self.dim, name="query")
-        self.key_projection = tf.keras.layers.Dense(self.dim, name="key")
-        self.value_projection = tf.keras.layers.Dense(self.dim, name="value")
+                                                          name="target_embedding", dtype=policy)
+        self.query_projection = tf.keras.layers.Dense(self.dim, name="query", dtype=policy)
+        self.key_projection = tf.keras.layers.Dense(self.dim, name="key", dtype=policy)
+        self.value_projection = tf.keras.layers.Dense(self.dim, name="value", dtype=policy)
         self.output_projection = tf.keras.layers.Dense(self.dim, kernel_initializer="zeros",
-                                                       name="output")
+                                                       name="output", dtype=policy)
 
     def build(self, input_shape: Any) -> None:
         """Creates the distance and scene-pair attention biases (zeros: plain attention first)."""
+        # Read as float32 under any policy (no autocast): they are added to float32 scores.
         self.distance_bias = self.add_weight(name="distance_bias", shape=[self.max_len + 1],
-                                             initializer="zeros")
+                                             initializer="zeros", experimental_autocast=False)
         self.scene_pair_bias = self.add_weight(name="scene_pair_bias",
                                                shape=[self.num_scenes, self.num_scenes],
-                                               initializer="zeros")
+                                               initializer="zeros", experimental_autocast=False)
         super().build(input_shape)
 
     def call(self, z: tf.Tensor, scene_states: tf.Tensor, valid: tf.Tensor,
@@ -89,10 +94,11 @@ class TargetSceneAttention(tf.keras.layers.Layer):
         target_scenes = tf.cast(target_scenes, tf.int32)
         query = self.query_projection(
             tf.concat([z_query, self.target_embedding(target_scenes)], axis=-1))
-        key = self.key_projection(tf.concat([z, scene_states], axis=-1))
+        # Keras casts only the first input to the compute dtype.
+        key = self.key_projection(tf.concat([z, tf.cast(scene_states, z.dtype)], axis=-1))
         value = self.value_projection(z)
-        scores = tf.linalg.matmul(query, key, transpose_b=True) / tf.sqrt(
-            tf.cast(self.dim, query.dtype))
+        scores = at_least_float32(tf.linalg.matmul(query, key, transpose_b=True)) / math.sqrt(
+            self.dim)
         distance = query_distances(queries, length)  # [Q, L]
         scores += tf.gather(self.distance_bias, tf.clip_by_value(distance, 0, self.max_len))
         scores += scene_pair_scores(self.scene_pair_bias, target_scenes, scene_ids)
@@ -101,7 +107,8 @@ class TargetSceneAttention(tf.keras.layers.Layer):
         weights = tf.nn.softmax(scores, axis=-1)
         # A query with no real event to read (padding) reads nothing.
         weights *= tf.cast(tf.reduce_any(allowed, axis=-1, keepdims=True), weights.dtype)
-        return z_query + self.output_projection(tf.linalg.matmul(weights, value))
+        return z_query + self.output_projection(
+            tf.linalg.matmul(tf.cast(weights, value.dtype), value))
 
     def get_config(self) -> Dict[str, Any]:
         """The constructor arguments, so Keras can re-create the layer from a saved model."""

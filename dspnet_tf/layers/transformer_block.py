@@ -35,18 +35,22 @@ class TransformerBlock(tf.keras.layers.Layer):
         self.num_heads = int(num_heads)
         self.ffn_dim = int(ffn_dim)
         self.dropout_rate = float(dropout)
-        self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+        # Sub-layers take this layer's mixed-precision policy (Keras 2 layers do not inherit
+        # it): a model built with an explicit policy computes alike in every part.
+        policy = self.dtype_policy
+        self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy)
         self.attention = tf.keras.layers.MultiHeadAttention(
             num_heads=self.num_heads,
             key_dim=self.dim // self.num_heads,
             dropout=self.dropout_rate,
+            dtype=policy,
         )
-        self.attention_dropout = tf.keras.layers.Dropout(self.dropout_rate)
-        self.ffn_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
-        self.ffn_hidden = tf.keras.layers.Dense(self.ffn_dim, activation="gelu")
-        self.ffn_hidden_dropout = tf.keras.layers.Dropout(self.dropout_rate)
-        self.ffn_out = tf.keras.layers.Dense(self.dim)
-        self.ffn_dropout = tf.keras.layers.Dropout(self.dropout_rate)
+        self.attention_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.ffn_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy)
+        self.ffn_hidden = tf.keras.layers.Dense(self.ffn_dim, activation="gelu", dtype=policy)
+        self.ffn_hidden_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.ffn_out = tf.keras.layers.Dense(self.dim, dtype=policy)
+        self.ffn_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Builds the attention's weights now, so a checkpoint or SavedModel restore finds them."""

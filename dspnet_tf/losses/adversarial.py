@@ -1,4 +1,7 @@
-"""Adversarial prior regularisation: priors to sample from and the two players' losses."""
+"""Adversarial prior regularisation: priors to sample from and the two players' losses.
+
+The losses compute in float32 whatever dtype the discriminator's logits come in.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import math
 from typing import Optional
 
 import tensorflow as tf
+
+from dspnet_tf.precision import at_least_float32
 
 
 def _mean(values: tf.Tensor, weights: Optional[tf.Tensor]) -> tf.Tensor:
@@ -24,14 +29,14 @@ def discriminator_loss(
     `weights` (same shape as `encoded_logits`) weight the encoded side: fixed-shape batches with
     padding weighted 0 replace a boolean mask, whose dynamic shape XLA cannot compile.
     """
-    return tf.reduce_mean(tf.nn.softplus(-prior_logits)) + _mean(
-        tf.nn.softplus(encoded_logits), weights
+    return tf.reduce_mean(tf.nn.softplus(-at_least_float32(prior_logits))) + _mean(
+        tf.nn.softplus(at_least_float32(encoded_logits)), weights
     )
 
 
 def generator_loss(encoded_logits: tf.Tensor, weights: Optional[tf.Tensor] = None) -> tf.Tensor:
     """The encoders' adversarial term: -log D(z), (weighted) averaged."""
-    return _mean(tf.nn.softplus(-encoded_logits), weights)
+    return _mean(tf.nn.softplus(-at_least_float32(encoded_logits)), weights)
 
 
 def discriminator_accuracy(

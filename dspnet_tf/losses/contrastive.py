@@ -6,6 +6,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from dspnet_tf.precision import at_least_float32
+
 
 def conditional_info_nce(
     view_a: tf.Tensor,
@@ -30,9 +32,12 @@ def conditional_info_nce(
       temperature: tau.
       context_weights: optional [B, B] row-stochastic weights w.
       soft_positive_mass: m in [0, 1].
+
+    Returns:
+      The float32 loss (computed in float32 from views of any floating dtype).
     """
-    a = tf.math.l2_normalize(view_a, axis=-1)
-    b = tf.math.l2_normalize(view_b, axis=-1)
+    a = tf.math.l2_normalize(at_least_float32(view_a), axis=-1)
+    b = tf.math.l2_normalize(at_least_float32(view_b), axis=-1)
     scores = tf.linalg.matmul(a, b, transpose_b=True) / temperature
     targets = tf.eye(tf.shape(scores)[0], dtype=scores.dtype)
     if context_weights is not None and soft_positive_mass > 0.0:

@@ -4,6 +4,9 @@ The losses take per-position `weights` (1 for a real training position, 0 for pa
 the weighted mean over positions, so a batch's loss does not depend on how much of it is padding.
 The sampled softmax returns each position's log-probability instead, so the repeat pointer's
 mixture can be built on it; `masked_negative_log_likelihood` averages it.
+
+Every function computes in float32 whatever dtype its logits come in (a mixed-precision model's
+bfloat16 / float16 scores): softmaxes, log-sum-exps and means lose too much in 8 or 11 bits.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from typing import Optional
 
 import tensorflow as tf
+
+from dspnet_tf.precision import at_least_float32
 
 
 def _weighted_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
@@ -35,8 +40,8 @@ def sampled_bce_loss(
       weights: [...] 1 for positions that count, 0 for padding.
       negative_weights: optional [..., K]; 0 drops a negative (e.g. one that equals the positive).
     """
-    positive_term = tf.nn.softplus(-positive_logits)  # -log sigmoid(s)
-    negative_terms = tf.nn.softplus(negative_logits)  # -log(1 - sigmoid(s))
+    positive_term = tf.nn.softplus(-at_least_float32(positive_logits))  # -log sigmoid(s)
+    negative_terms = tf.nn.softplus(at_least_float32(negative_logits))  # -log(1 - sigmoid(s))
     if negative_weights is not None:
         negative_terms *= tf.cast(negative_weights, negative_terms.dtype)
     return _weighted_mean(positive_term + tf.reduce_sum(negative_terms, axis=-1), weights)
@@ -75,7 +80,9 @@ def sampled_softmax_log_prob(
     Returns:
       [...] estimated log-probabilities of the true items.
     """
-    negatives = negative_logits - negative_log_expected_count
+    positive_logits = at_least_float32(positive_logits)
+    negatives = (at_least_float32(negative_logits)
+                 - at_least_float32(negative_log_expected_count))
     if accidental_hits is not None:
         negatives = tf.where(accidental_hits, tf.cast(-1e9, negatives.dtype), negatives)
     logits = tf.concat([positive_logits[..., tf.newaxis], negatives], axis=-1)
@@ -90,7 +97,7 @@ def masked_negative_log_likelihood(log_likelihood: tf.Tensor, weights: tf.Tensor
       log_likelihood: [...] log-probability of the true target at each position.
       weights: [...] 1 for positions that count, 0 for padding.
     """
-    return _weighted_mean(-log_likelihood, weights)
+    return _weighted_mean(-at_least_float32(log_likelihood), weights)
 
 
 def masked_softmax_cross_entropy(
@@ -107,6 +114,6 @@ def masked_softmax_cross_entropy(
       weights: [...] 1 for positions that count, 0 for padding.
     """
     per_position = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=logits
+        labels=tf.cast(labels, tf.int32), logits=at_least_float32(logits)
     )
     return _weighted_mean(per_position, weights)

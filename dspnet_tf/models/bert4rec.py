@@ -12,6 +12,12 @@ from dspnet_tf.layers.prediction_head import PredictionHead, score_all
 from dspnet_tf.layers.sequence_encoder import SequenceEncoder
 from dspnet_tf.models.dspnet import ITEM_IDS, ids_in_vocab
 from dspnet_tf.optimizers import build_optimizer
+from dspnet_tf.precision import (
+    at_least_float32,
+    scaled_loss,
+    unscaled_gradients,
+    with_model_precision,
+)
 
 _SALT_CLOZE = 23
 
@@ -31,6 +37,9 @@ class BERT4Rec(tf.keras.Model):
     |catalog|] logits. BERT4Rec ignores scenes: its scene logits are uniform, so its scene
     accuracy is not meaningful.
 
+    Mixed precision as DSPnet (`DSPnetConfig.precision`): the encoder and head compute in the
+    policy's compute dtype; logits and the cloze loss are float32.
+
     Example:
       >>> config = DSPnetConfig(item_vocab_size=50, scene_vocab_size=5, max_len=8, item_dim=16,
       ...                       scene_dim=4)
@@ -43,7 +52,7 @@ class BERT4Rec(tf.keras.Model):
 
     Args:
       config: a `DSPnetConfig`; BERT4Rec reads its vocabulary sizes, max_len, item_dim,
-        num_blocks, num_heads, ffn_multiplier, dropout and seed.
+        num_blocks, num_heads, ffn_multiplier, dropout, precision and seed.
       mask_ratio: share of the real events hidden in each training sequence (the paper's rho).
       num_sampled: negatives per masked position in the sampled softmax.
     """
@@ -56,9 +65,11 @@ class BERT4Rec(tf.keras.Model):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", "bert4rec")
-        super().__init__(**kwargs)
         if not isinstance(config, DSPnetConfig):
             config = DSPnetConfig.from_dict(dict(config))
+        # One resolved policy for the model and its sub-layers, saved in the config (see DSPnet).
+        config = with_model_precision(config, kwargs.pop("dtype", None))
+        super().__init__(dtype=tf.keras.mixed_precision.Policy(config.precision), **kwargs)
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"BERT4Rec mask_ratio={mask_ratio!r} must be in (0, 1)")
         if num_sampled < 1:
@@ -70,10 +81,10 @@ class BERT4Rec(tf.keras.Model):
         self.item_encoder = SequenceEncoder(
             config.item_vocab_size, config.item_dim, config.max_len, config.num_blocks,
             config.num_heads, config.ffn_multiplier, config.dropout, causal=False,
-            name="item_encoder",
+            name="item_encoder", dtype=self.dtype_policy,
         )
-        self.item_head = PredictionHead(config.item_dim, name="item_head")
-        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+        self.item_head = PredictionHead(config.item_dim, name="item_head", dtype=self.dtype_policy)
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss", dtype=tf.float32)
 
     @property
     def metrics(self):
@@ -142,7 +153,8 @@ class BERT4Rec(tf.keras.Model):
         table = self.item_encoder.embeddings[: self.dspnet_config.item_vocab_size]
         per_position = tf.nn.sampled_softmax_loss(
             weights=table, biases=tf.zeros([self.dspnet_config.item_vocab_size]),
-            labels=labels, inputs=queries, num_sampled=self.num_sampled,
+            # float32, as the table: the loss's log-sum-exp needs it.
+            labels=labels, inputs=at_least_float32(queries), num_sampled=self.num_sampled,
             num_classes=self.dspnet_config.item_vocab_size,
         )
         return tf.math.divide_no_nan(tf.reduce_sum(per_position),
@@ -157,9 +169,10 @@ class BERT4Rec(tf.keras.Model):
                          tf.cast(self.optimizer.iterations, tf.int64)])
         with tf.GradientTape() as tape:
             loss = self.cloze_loss(items, seed, training=True)
-            scaled_loss = loss * replica_scale()  # inside the tape, so it has a gradient path
+            # Inside the tape, so it has a gradient path; loss-scaled under mixed_float16.
+            scaled = scaled_loss(self.optimizer, loss * replica_scale())
         variables = self.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
+        gradients = unscaled_gradients(self.optimizer, tape.gradient(scaled, variables))
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None]
         )

@@ -46,6 +46,13 @@ from dspnet_tf.losses.next_event import (
     sampled_softmax_log_prob,
 )
 from dspnet_tf.optimizers import build_optimizer
+from dspnet_tf.precision import (
+    at_least_float32,
+    scaled_loss,
+    unscaled_gradients,
+    with_loss_scaling,
+    with_model_precision,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -105,6 +112,12 @@ class DSPnet(tf.keras.Model):
     means "not given": the next-event answer).
     `model.fit` needs no labels: every non-padded position is trained to predict the next one.
 
+    Mixed precision (`DSPnetConfig.precision`, or the Keras global policy, or a `dtype`
+    argument): the layers compute in the policy's compute dtype with float32 variables, and
+    the outputs of `call` (`item_logits`, `scene_logits`), every softmax, loss and metric and
+    the repeat pointer's mixture are float32. Under "mixed_float16" `compile` wraps both
+    optimizers in a `LossScaleOptimizer` and the train step scales the loss.
+
     Example:
       >>> config = DSPnetConfig(item_vocab_size=50, scene_vocab_size=5, max_len=8, item_dim=16,
       ...                       scene_dim=4)
@@ -122,9 +135,18 @@ class DSPnet(tf.keras.Model):
 
     def __init__(self, config: Union[DSPnetConfig, Mapping[str, Any]], **kwargs: Any) -> None:
         kwargs.setdefault("name", "dspnet")
-        super().__init__(**kwargs)
         if not isinstance(config, DSPnetConfig):
             config = DSPnetConfig.from_dict(dict(config))
+        # Mixed precision: the model resolves its policy once (precision "auto" by the CPU,
+        # None by the Keras global policy a user set) and hands that Policy to every
+        # sub-layer as `dtype`, rather than leaving each layer to read the process-global
+        # policy when it is created. The resolved name is saved in the config, so a reload (or
+        # a model built while another thread or test changed the global policy) computes
+        # exactly as the original, and every part of one model agrees (Keras 2 sub-layers do
+        # not inherit their parent's policy).
+        config = with_model_precision(config, kwargs.pop("dtype", None))
+        super().__init__(dtype=tf.keras.mixed_precision.Policy(config.precision), **kwargs)
+        policy = self.dtype_policy
         if config.item_loss == "auto":
             _LOG.info("DSPnet: item_loss 'auto' -> %r (the full softmax's training logits at "
                       "batch %d x %d positions x %d items: %.2f GiB, budget %.2f GiB)",
@@ -145,17 +167,18 @@ class DSPnet(tf.keras.Model):
         c = config
         if c.encoder == "gru":
             self.item_encoder = GRUSequenceEncoder(
-                c.item_vocab_size, c.item_dim, c.dropout, name="item_encoder"
+                c.item_vocab_size, c.item_dim, c.dropout, name="item_encoder", dtype=policy
             )
         else:
             self.item_encoder = SequenceEncoder(
                 c.item_vocab_size, c.item_dim, c.max_len, c.num_blocks, c.num_heads,
-                c.ffn_multiplier, c.dropout, name="item_encoder",
+                c.ffn_multiplier, c.dropout, name="item_encoder", dtype=policy,
             )
         # Baseline `sasrec_scene`: the scene as an attribute added to each item embedding.
         self.scene_attribute_embedding = (
             tf.keras.layers.Embedding(
-                c.scene_vocab_size + 1, c.item_dim, name="scene_attribute_embedding"
+                c.scene_vocab_size + 1, c.item_dim, name="scene_attribute_embedding",
+                dtype=policy,
             )
             if c.scene_attribute
             else None
@@ -164,12 +187,12 @@ class DSPnet(tf.keras.Model):
         # even when the scene network is ablated away.
         self.scene_encoder = SequenceEncoder(
             c.scene_vocab_size, c.scene_dim, c.max_len, c.num_blocks, c.num_heads,
-            c.ffn_multiplier, c.dropout, name="scene_encoder",
+            c.ffn_multiplier, c.dropout, name="scene_encoder", dtype=policy,
         )
         self.fusion = (
             SequenceFeatureEnhancement(
                 c.item_dim, c.sfe_hidden, c.sfe_depth, c.fusion, c.dropout,
-                zero_init=c.sfe_zero_init, name="fusion",
+                zero_init=c.sfe_zero_init, name="fusion", dtype=policy,
             )
             if c.use_scene_network
             else None
@@ -179,36 +202,38 @@ class DSPnet(tf.keras.Model):
             num_target_scenes=c.scene_vocab_size if c.target_scene_conditioning else 0,
             target_scene_mode=c.target_scene_head,
             name="item_head",
+            dtype=policy,
         )
-        self.scene_head = PredictionHead(c.scene_dim, name="scene_head")
+        self.scene_head = PredictionHead(c.scene_dim, name="scene_head", dtype=policy)
         self.target_attention = (
             TargetSceneAttention(c.item_dim, c.scene_vocab_size, c.max_len,
-                                 name="target_attention")
+                                 name="target_attention", dtype=policy)
             if c.uses_target_attention
             else None
         )
         self.repeat_pointer = (
             RepeatPointer(c.item_dim, c.max_len,
                           num_scenes=c.scene_vocab_size if c.uses_pointer_scenes else 0,
-                          name="repeat_pointer")
+                          name="repeat_pointer", dtype=policy)
             if c.uses_repeat_pointer
             else None
         )
         self.augmenter = (
             JointSequenceAugmenter(
                 c.item_vocab_size, c.scene_vocab_size, c.augment_crop_ratio,
-                c.augment_mask_ratio, c.augment_reorder_ratio, name="augmenter",
+                c.augment_mask_ratio, c.augment_reorder_ratio, name="augmenter", dtype=policy,
             )
             if c.use_ccr
             else None
         )
         self.context_weighting = (
-            ContextWeighting(c.ccr_context_dim, c.ccr_weight_temperature, name="context_weighting")
+            ContextWeighting(c.ccr_context_dim, c.ccr_weight_temperature,
+                             name="context_weighting", dtype=policy)
             if c.use_ccr and c.ccr_weighting == "conditional"
             else None
         )
         self.discriminator = (
-            PriorDiscriminator(c.discriminator_hidden, name="discriminator")
+            PriorDiscriminator(c.discriminator_hidden, name="discriminator", dtype=policy)
             if c.use_adversarial
             else None
         )
@@ -218,9 +243,11 @@ class DSPnet(tf.keras.Model):
             names.append("ccr_loss")
         if c.use_adversarial:
             names += ["adv_generator_loss", "discriminator_loss", "discriminator_accuracy"]
-        self._train_trackers = {n: tf.keras.metrics.Mean(name=n) for n in names}
+        # float32 whatever the policy: they average float32 losses.
+        self._train_trackers = {n: tf.keras.metrics.Mean(name=n, dtype=tf.float32)
+                                for n in names}
         self._eval_trackers = {
-            n: tf.keras.metrics.Mean(name=n)
+            n: tf.keras.metrics.Mean(name=n, dtype=tf.float32)
             for n in ("item_loss", "scene_loss", "hr_at_10", "ndcg_at_10", "scene_acc")
         }
 
@@ -231,14 +258,17 @@ class DSPnet(tf.keras.Model):
         discriminator_optimizer: Any = None,
         **kwargs: Any,
     ) -> None:
-        """Like `Model.compile`, plus the discriminator's own optimizer (default Adam(1e-3))."""
+        """Like `Model.compile`, plus the discriminator's own optimizer (default Adam(1e-3)).
+
+        Under "mixed_float16" both optimizers get loss scaling (Keras wraps the main one).
+        """
         super().compile(optimizer=optimizer, **kwargs)
         if self.discriminator is not None:
-            self.discriminator_optimizer = tf.keras.optimizers.get(
+            self.discriminator_optimizer = with_loss_scaling(tf.keras.optimizers.get(
                 discriminator_optimizer
                 if discriminator_optimizer is not None
                 else tf.keras.optimizers.Adam(1e-3)
-            )
+            ), self.dtype_policy)
 
     @property
     def metrics(self):
@@ -435,10 +465,10 @@ class DSPnet(tf.keras.Model):
         """The fused representation z of each history's last event, [B, item_dim] (inference).
 
         What both heads read: the user's state after their most recent event, for retrieval
-        indexes, clustering or plots of the latent space.
+        indexes, clustering or plots of the latent space. float32 under any policy.
         """
         items, scenes, _ = self._prepare(inputs)
-        return self.encode(items, scenes, training=False)["z"][:, -1]
+        return at_least_float32(self.encode(items, scenes, training=False)["z"][:, -1])
 
     def item_logits(self, z: tf.Tensor, target_scene: Optional[tf.Tensor] = None) -> tf.Tensor:
         """Catalog logits of every item (padding id 0 excluded) from representations z [..., d_v].
@@ -447,9 +477,14 @@ class DSPnet(tf.keras.Model):
         """
         return self._score_catalog(self.item_head(z, target_scene))
 
-    def _score_catalog(self, query: tf.Tensor) -> tf.Tensor:
-        """Tied-embedding logits of every item for item-head queries [..., d_v]."""
-        return score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size)
+    def _score_catalog(self, query: tf.Tensor, full_precision: bool = True) -> tf.Tensor:
+        """Tied-embedding float32 logits of every item for item-head queries [..., d_v].
+
+        `full_precision` multiplies in float32 (ranking); False in the compute dtype, for the
+        training loss (`score_all`).
+        """
+        return score_all(query, self.item_encoder.embeddings, self.dspnet_config.item_vocab_size,
+                         full_precision=full_precision)
 
     def scene_logits(self, z: tf.Tensor) -> tf.Tensor:
         """Scores of every scene from representations z [..., d_v]; padding excluded.
@@ -555,8 +590,7 @@ class DSPnet(tf.keras.Model):
                 scenes_b = tf.concat([scenes_a, scenes_b], axis=0)
             views_z = self.encode(items_b, scenes_b, training=training, last_only=True)["z"][:, -1]
         encoded = self.encode(items, scenes, training=training)
-        z_in = encoded["z"]
-        weights = tf.cast(weights, z_in.dtype)
+        z_in = encoded["z"]  # the compute dtype; `weights` and every loss stay float32
         if c.use_ccr:
             if c.ccr_views == "augmented":
                 view_a_z, view_b_z = tf.split(views_z, 2, axis=0)
@@ -574,14 +608,19 @@ class DSPnet(tf.keras.Model):
             head_states = self._target_states(encoded, target_scene)
         query = self.item_head(head_states, target_scene)
         table = self.item_encoder.embeddings
+        if c.item_loss in ("sampled_bce", "sampled_softmax"):
+            # The true item's logit in float32 (B x L dot products: cheap); the negatives' in
+            # the compute dtype, their rows cast after the gather (never the whole table).
+            positive = tf.reduce_sum(
+                at_least_float32(query) * tf.gather(table, next_items), axis=-1)
         if c.item_loss == "sampled_bce":
-            positive = tf.reduce_sum(query * tf.gather(table, next_items), axis=-1)
             negatives_ids = tf.random.stateless_uniform(
                 tf.concat([tf.shape(next_items), [c.num_negatives]], axis=0),
                 self._step_seed(_SALT_NEGATIVES), minval=1, maxval=c.item_vocab_size,
                 dtype=tf.int32,
             )
-            negative = tf.einsum("bld,blkd->blk", query, tf.gather(table, negatives_ids))
+            negative = tf.einsum("bld,blkd->blk", query,
+                                 tf.cast(tf.gather(table, negatives_ids), query.dtype))
             item_loss = sampled_bce_loss(
                 positive, negative, weights, negatives_ids != next_items[..., tf.newaxis]
             )
@@ -592,10 +631,10 @@ class DSPnet(tf.keras.Model):
             sampled = tf.random.stateless_uniform(
                 [c.num_sampled], self._step_seed(_SALT_NEGATIVES), minval=RESERVED_IDS,
                 maxval=c.item_vocab_size, dtype=tf.int32)
-            positive = tf.reduce_sum(query * tf.gather(table, next_items), axis=-1)
-            negative = tf.einsum("bld,kd->blk", query, tf.gather(table, sampled))
-            log_expected_count = tf.cast(
-                math.log(c.num_sampled / (c.item_vocab_size - RESERVED_IDS)), query.dtype)
+            negative = tf.einsum("bld,kd->blk", query,
+                                 tf.cast(tf.gather(table, sampled), query.dtype))
+            log_expected_count = tf.constant(
+                math.log(c.num_sampled / (c.item_vocab_size - RESERVED_IDS)), tf.float32)
             log_prob = sampled_softmax_log_prob(
                 positive, negative, log_expected_count,
                 sampled[tf.newaxis, tf.newaxis, :] == next_items[..., tf.newaxis])
@@ -604,7 +643,8 @@ class DSPnet(tf.keras.Model):
                     log_prob, next_items, items, *self._point(query, encoded, target_scene))
             item_loss = masked_negative_log_likelihood(log_prob, weights)
         else:
-            logits = self._score_catalog(query)
+            # The [B, L, catalog] product in the compute dtype: the training step's largest.
+            logits = self._score_catalog(query, full_precision=False)
             if self.repeat_pointer is None:
                 item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
             else:
@@ -718,11 +758,13 @@ class DSPnet(tf.keras.Model):
         items, scenes, _ = self._prepare(features, with_targets=True)
         with tf.GradientTape() as tape:
             losses = self.compute_losses(items, scenes, training=True)
-            # Inside the tape, or the scaled loss has no gradient path.
-            scaled_loss = losses["loss"] * replica_scale()
+            # Inside the tape, or the scaled loss has no gradient path. A LossScaleOptimizer
+            # (mixed_float16) also multiplies by its loss scale, so float16 gradients do not
+            # underflow; the gradients are unscaled again before the update.
+            loss = scaled_loss(self.optimizer, losses["loss"] * replica_scale())
         # Listed after the forward pass: sub-layers used only in training are built by it.
         variables = self.encoder_variables()
-        gradients = tape.gradient(scaled_loss, variables)
+        gradients = unscaled_gradients(self.optimizer, tape.gradient(loss, variables))
         # Ablated parts (e.g. the scene Transformer without the scene network) get no gradient.
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None]
@@ -748,11 +790,11 @@ class DSPnet(tf.keras.Model):
             prior_logits = self.discriminator(prior)
             encoded_logits = tf.reshape(self.discriminator(user_z), [-1])
             loss = discriminator_loss(prior_logits, encoded_logits, weights)
-            scaled_loss = loss * replica_scale()
+            scaled = scaled_loss(self.discriminator_optimizer, loss * replica_scale())
         variables = self.discriminator.trainable_variables
-        self.discriminator_optimizer.apply_gradients(
-            zip(tape.gradient(scaled_loss, variables), variables)
-        )
+        self.discriminator_optimizer.apply_gradients(zip(
+            unscaled_gradients(self.discriminator_optimizer, tape.gradient(scaled, variables)),
+            variables))
         return {
             "discriminator_loss": loss,
             "discriminator_accuracy": discriminator_accuracy(prior_logits, encoded_logits,
@@ -771,8 +813,7 @@ class DSPnet(tf.keras.Model):
         next_items, next_scenes, weights = self._next_event_targets(items, scenes, tf.float32)
         # As in training: the inputs without the last event, which is only a target.
         encoded = self.encode(items[:, :-1], scenes[:, :-1], training=False)
-        z = encoded["z"]
-        weights = tf.cast(weights, z.dtype)
+        z = encoded["z"]  # the compute dtype; `weights`, logits and metrics stay float32
         # A target-conditioned model is scored in the in-scene task (each position is told the
         # scene of the event it predicts), the one it serves; otherwise in the next-event task.
         target = (known_target_scenes(next_scenes)

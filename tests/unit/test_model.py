@@ -294,8 +294,9 @@ def test_one_real_scene_builds_the_model_the_scene_parts_reduce_to(tmp_path):
     # MovieLens-like log: every event in the one real scene (id 2; 3 ids with padding and OOV).
     one_scene = small_config(scene_vocab_size=3).with_ablation("single_scene_reduced")
     model = built(one_scene)
-    assert model.dspnet_config == one_scene.replace(
-        target_scene_conditioning=False, next_event_mode="unknown", **SINGLE_SCENE_REDUCTION)
+    assert model.dspnet_config == one_scene.replace(  # precision: the global policy's, saved
+        target_scene_conditioning=False, next_event_mode="unknown", precision="float32",
+        **SINGLE_SCENE_REDUCTION)
     assert model.fusion is None and model.context_weighting is None
     assert model.augmenter is None and model.repeat_pointer is None  # CCR goes too
     # Two or more real scenes, or the switch off (the default): built as given.
