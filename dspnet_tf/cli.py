@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 SCENE_NAMES = ("feed", "search", "live", "favorites", "cart", "messages")
+# config.PRECISIONS, spelled out so `--help` does not import TensorFlow (a test keeps the two
+# equal).
+PRECISION_CHOICES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 class UserError(Exception):
@@ -65,6 +68,7 @@ def _train_toy(args: argparse.Namespace):
         scene_dim=8,
         dropout=0.1,
         item_loss=args.item_loss,
+        precision=args.precision,
         training_repeat_share=repeat_target_share(train[0]),
         seed=args.seed,
     )
@@ -198,7 +202,7 @@ def _model_config(args: argparse.Namespace) -> Dict[str, object]:
             raise UserError(f"{args.config}: not valid JSON ({err})") from None
         if not isinstance(config, dict):
             raise UserError(f"{args.config}: expected a JSON object of settings")
-    for key in ("epochs", "max_len", "batch_size", "item_dim", "scene_dim"):
+    for key in ("epochs", "max_len", "batch_size", "item_dim", "scene_dim", "precision"):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
@@ -259,6 +263,7 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, help="batch size (default: 256)")
     parser.add_argument("--item-dim", type=_positive_int, help="item network width (default: 64)")
     parser.add_argument("--scene-dim", type=_positive_int, help="scene network width (default: 16)")
+    _add_precision_option(parser, "on the Trainer's machine")
     parser.add_argument("--max-events", type=_positive_int, default=200,
                         help="events kept per user by the ExampleGen (default: %(default)s)")
     parser.add_argument("--beam-arg", action="append", metavar="ARG",
@@ -286,6 +291,14 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
     misalignments = (0.0, 0.5, 1.0) if args.quick else (0.0, 0.25, 0.5, 0.75, 1.0)
     overrides = {k: getattr(args, k) for k in ("max_len", "item_dim", "scene_dim", "item_loss")
                  if getattr(args, k) is not None}
+    if args.precision is not None:
+        from dspnet_tf.config import auto_precision  # pylint: disable=import-outside-toplevel
+
+        # "auto" resolved here, so results.json's settings name the precision every run used.
+        overrides["precision"] = args.precision
+        if args.precision == "auto":
+            overrides["precision"] = auto_precision()
+            _stage(f"precision 'auto' -> {overrides['precision']!r} on this machine")
     sweep_users = min(args.sweep_users, 1000) if args.quick else args.sweep_users
     workers = args.workers or default_workers()
     _stage(f"quality benchmark on {args.data}: {', '.join(models)} x {len(seeds)} seed(s), "
@@ -434,6 +447,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_precision_option(parser: argparse.ArgumentParser, where: str) -> None:
+    parser.add_argument("--precision", choices=PRECISION_CHOICES,
+                        help="Keras mixed-precision policy of every layer (DSPnetConfig."
+                             "precision): float32, mixed_bfloat16 or mixed_float16 (16-bit "
+                             "compute, float32 variables, logits and losses), or auto: "
+                             "mixed_bfloat16 where the CPU has bfloat16 matmuls (decided "
+                             f"{where}), else float32 (default: float32)")
+
+
 def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="scene-driven",
                         choices=("scene-driven", "transitions"),
@@ -451,6 +473,7 @@ def _add_toy_training_options(parser: argparse.ArgumentParser) -> None:
                         help="next-item loss; auto: the full softmax where its training logits "
                              "fit 1 GiB, else the sampled softmax with the logQ correction "
                              "(DSPnetConfig.item_loss; default: %(default)s)")
+    _add_precision_option(parser, "on this machine")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="print per-epoch training logs")
 
@@ -608,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "(shared negatives, logQ correction) or sampled_bce (one sampled "
                               "negative, SASRec's paper; every model learns several times "
                               "slower) (default: %(default)s)")
+    _add_precision_option(quality, "on this machine, once for every run")
     quality.add_argument("--max-users", type=_positive_int,
                          help="benchmark only the first N users (sorted ids) of --data")
     quality.add_argument("--window-stride", type=_positive_int,
