@@ -175,8 +175,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Generates the scene world: events.csv (the standard event log) and world.json."""
-    from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig  # pylint: disable=import-outside-toplevel
+    """Generates the scene world: events.csv (the standard event log) and world.json; with
+    --days N, the same world continued day by day as events/span-1 ... span-N (a span per day,
+    each user's sequence going on), for the pipeline's `{SPAN}` input pattern."""
+    from dspnet_tf.data.scene_world import SceneWorld, SceneWorldConfig, generate_days  # pylint: disable=import-outside-toplevel
 
     try:
         config = SceneWorldConfig(users=args.users, items=args.items, categories=args.categories,
@@ -185,9 +187,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     _stage(f"simulating {config.users} users over {config.items} items "
            f"(misalignment {config.misalignment}, seed {config.seed})")
-    log = SceneWorld(config).generate()
-    paths = log.write(args.out)
-    _stage(f"wrote {log.num_events} events to {paths['events']} and the world to {paths['world']}")
+    if args.days is None:
+        if args.drift_day is not None or args.drift_kind is not None:
+            raise UserError("--drift-day and --drift-kind need --days (a drift happens on a day)")
+        log = SceneWorld(config).generate()
+        paths = log.write(args.out)
+        _stage(f"wrote {log.num_events} events to {paths['events']} and the world to "
+               f"{paths['world']}")
+        return 0
+    try:
+        days_log, paths = generate_days(config, args.out, args.days, drift_day=args.drift_day,
+                                        drift_kind=args.drift_kind, drift_scene=args.drift_scene)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    _stage(f"wrote {days_log.num_events} events over {args.days} days to {paths['events']} and "
+           f"the world to {paths['world']}; pipeline input: --data '{paths['pattern']}'")
     return 0
 
 
@@ -213,8 +227,17 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     """Runs the TFX pipeline locally (LocalDagRunner, SQLite metadata, caching)."""
     from dspnet_tf.data.event_log import EventLogError, list_event_files  # pylint: disable=import-outside-toplevel
 
+    from tfx_pipeline import spans  # pylint: disable=import-outside-toplevel
+
     try:
-        list_event_files(args.data)
+        if spans.has_span_spec(args.data):
+            selection = spans.resolve_data(args.data, args.span)
+            _stage(f"span {selection.span} of {args.data} (the history reads spans up to it)")
+        elif args.span is not None:
+            raise UserError(f"--span {args.span} needs a --data pattern with {{SPAN}}, e.g. "
+                            "'out/events/span-{SPAN}/*'")
+        else:
+            list_event_files(args.data)
     except EventLogError as err:
         raise UserError(str(err)) from None
     from serving.model_manager import model_versions  # pylint: disable=import-outside-toplevel
@@ -225,7 +248,7 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     serving_dir = run_locally(args.data, args.out, model_config=_model_config(args),
                               max_events=args.max_events, skip_malformed=args.skip_malformed,
                               beam_pipeline_args=args.beam_arg or LOCAL_BEAM_ARGS,
-                              ndcg_floor=args.ndcg_floor)
+                              ndcg_floor=args.ndcg_floor, **_span_options(args))
     after = set(model_versions(serving_dir))
     tensorboard = os.path.join(args.out, "pipeline_root", "Trainer")
     if after - before:
@@ -250,12 +273,43 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
 
     compile_for_kubeflow(args.out, args.image, args.data, args.pipeline_root, args.serving_dir,
                          model_config=_model_config(args), max_events=args.max_events,
-                         beam_pipeline_args=args.beam_arg or None)
+                         beam_pipeline_args=args.beam_arg or None, **_span_options(args))
     _stage(f"wrote {args.out}; submit it with the KFP client or Vertex AI Pipelines")
     return 0
 
 
+def _span_options(args: argparse.Namespace) -> Dict[str, object]:
+    """create_pipeline's span and drift keywords from the flags (only where they matter)."""
+    from tfx_pipeline import spans  # pylint: disable=import-outside-toplevel
+
+    if not spans.has_span_spec(args.data):
+        return {}
+    options: Dict[str, object] = {"on_drift": args.on_drift}
+    for key in ("scene_drift_threshold", "item_drift_threshold"):
+        if getattr(args, key) is not None:  # else tfx_pipeline.drift's calibrated default
+            options[key] = getattr(args, key)
+    if args.span is not None:
+        options["range_config"] = spans.static_range(args.span)
+    return options
+
+
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--span", type=_positive_int,
+                        help="with a --data pattern holding {SPAN} (e.g. 'out/events/span-{SPAN}/*'"
+                             "): train on this span (default: the latest); the history reads "
+                             "every span up to it")
+    parser.add_argument("--on-drift", choices=("stop", "warn"), default="stop",
+                        help="with {SPAN} data: a span whose scene or item distribution drifted "
+                             "from the previous span's stops the run before Transform, or only "
+                             "warns (default: %(default)s)")
+    parser.add_argument("--scene-drift-threshold", type=float,
+                        help="L-infinity distance of the scene distribution between consecutive "
+                             "spans that counts as drift (default: tfx_pipeline.drift's, about "
+                             "twice a normal day's distance on the scene world)")
+    parser.add_argument("--item-drift-threshold", type=float,
+                        help="Jensen-Shannon divergence of the item distribution between "
+                             "consecutive spans that counts as drift (default: "
+                             "tfx_pipeline.drift's)")
     parser.add_argument("--config", help="JSON file of DSPnetConfig fields and training options "
                                          "(epochs, batch_size, learning_rate, top_k, max_len)")
     parser.add_argument("--epochs", type=_positive_int, help="training epochs (default: 5)")
@@ -535,6 +589,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="0..1; at 1 the logged scene says nothing about the item "
                             "(default: %(default)s)")
     world.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    world.add_argument("--days", type=_positive_int,
+                       help="continue the world for N days, written as events/span-1 ... span-N "
+                            "(default: one events.csv)")
+    world.add_argument("--drift-day", type=_positive_int,
+                       help="with --days: the day (>= 2) from which the world drifts")
+    world.add_argument("--drift-kind", choices=("scene_gone", "new_scene", "popularity_shift"),
+                       help="with --drift-day: a scene stops being visited, a scene appears, or "
+                            "item popularity is dealt again")
+    world.add_argument("--drift-scene", default="live",
+                       help="the scene of scene_gone / new_scene (default: %(default)s)")
     world.add_argument("--out", required=True, help="output folder for events.csv and world.json")
     world.set_defaults(func=cmd_generate)
 
@@ -544,7 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_sub.required = True
     run = pipeline_sub.add_parser("run", help="run locally with LocalDagRunner",
                                   description=cmd_pipeline_run.__doc__)
-    run.add_argument("--data", required=True, help="event log: CSV/Parquet file or folder")
+    run.add_argument("--data", required=True,
+                     help="event log: CSV/Parquet file or folder, or a daily-span pattern such as "
+                          "'out/events/span-{SPAN}/*'")
     run.add_argument("--out", required=True,
                      help="output folder: pipeline_root/, metadata.sqlite, serving/dspnet/<version>/")
     run.add_argument("--skip-malformed", action="store_true",

@@ -58,6 +58,31 @@ def test_generate_bad_misalignment_is_a_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "misalignment" in err[0]
 
 
+def test_generate_days_writes_a_span_per_day_and_pipeline_flags_check_the_pattern(tmp_path,
+                                                                                  capsys):
+    from dspnet_tf.data.event_log import read_event_log
+
+    out = tmp_path / "days"
+    assert cli.main(["generate", "scene-world", "--users", "30", "--items", "60", "--categories",
+                     "4", "--days", "2", "--drift-day", "2", "--drift-kind", "scene_gone",
+                     "--out", str(out)]) == 0
+    assert "span-{SPAN}" in capsys.readouterr().out
+    day_2 = read_event_log(str(out / "events" / "span-2"))
+    assert len(day_2.scenes) and "live" not in set(day_2.scenes)  # the drift: live is gone
+    # A span the data does not have, and --span without a pattern: one-line errors naming them.
+    pattern = str(out / "events" / "span-{SPAN}" / "*")
+    assert cli.main(["pipeline", "run", "--data", pattern, "--span", "5",
+                     "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "span 5" in err[0] and "1-2" in err[0]
+    assert cli.main(["pipeline", "run", "--data", str(out / "events" / "span-1"), "--span", "1",
+                     "--out", str(tmp_path / "run")]) == 2
+    assert "{SPAN}" in capsys.readouterr().err
+    assert cli.main(["generate", "scene-world", "--drift-day", "2", "--drift-kind", "scene_gone",
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "--days" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", PIPELINE_COMMANDS)
 def test_pipeline_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
