@@ -179,6 +179,8 @@ BLOCKS: Dict[str, Dict[str, Callable[[pathlib.Path], str]]] = {
     "benchmarks/SPEED_AND_SCALE.md": {
         "train-throughput": _results_md(RESULTS / "train_throughput"),
         "large-catalog": _results_md(RESULTS / "large_catalog"),
+        "large-catalog-quality": _results_md(RESULTS / "large_catalog", "quality.md"),
+        "serving-topk": _results_md(RESULTS / "serving_topk"),
         "pipeline-scaling": _results_md(RESULTS / "pipeline_scaling"),
         "serving-latency": _results_md(RESULTS / "serving", "serving.md"),
         "serving-load": _results_md(RESULTS / "serving_load", "serving_load.md"),
