@@ -50,6 +50,7 @@ def test_the_built_model_saves_the_resolved_loss_and_the_sampled_softmax_learns(
     config = DSPnetConfig(item_vocab_size=32, scene_vocab_size=5, max_len=12, item_dim=16,
                           scene_dim=8, num_blocks=1, num_heads=1, use_ccr=False,
                           softmax_logits_budget_bytes=0, num_sampled=16, repeat_pointer=pointer)
+    tf.keras.utils.set_random_seed(0)
     model = DSPnet(config)
     assert model.get_config()["config"]["item_loss"] == "sampled_softmax"
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
@@ -57,5 +58,9 @@ def test_the_built_model_saves_the_resolved_loss_and_the_sampled_softmax_learns(
                         epochs=30, verbose=0)
     losses = history.history["item_loss"]
     assert losses[-1] < 0.6 * losses[0], losses
-    top = model.recommend([items[0][:6]], [scenes[0][:6]], k=3)
-    assert items[0][6] in top["item_ids"].numpy()[0].tolist()
+    history = items[0][:6]
+    top = model.recommend([history], [scenes[0][:6]], k=3 + len(history))
+    # The pointer only adds mass to history items (this log never repeats one, so how much it
+    # keeps is the gate's business); among the other items the catalog's ranking must hold.
+    fresh = [item for item in top["item_ids"].numpy()[0].tolist() if item not in history]
+    assert items[0][6] in fresh[:3], (fresh, items[0][6])
