@@ -88,7 +88,7 @@ def fit_with_early_stopping(
     keep = [i for i, seq in enumerate(train_items) if len(seq) >= 2]
     dataset = make_dataset([train_items[i] for i in keep], [train_scenes[i] for i in keep],
                            max_len=config.max_len, batch_size=batch_size, seed=seed,
-                           bucket_by_length=True)
+                           bucket_by_length=True, whole_histories=False)  # windowed above
     history: List[Dict[str, Any]] = []
     best, best_epoch, best_weights, seconds_to_best = -1.0, -1, None, 0.0
     started = time.time()
