@@ -10,6 +10,7 @@ from tfx import v1 as tfx
 from tfx_pipeline import drift, spans
 from tfx_pipeline.anomalies_gate import AnomaliesGate
 from tfx_pipeline.evaluation import eval_config
+from tfx_pipeline.pusher import AtomicPusher
 from tfx_pipeline.sequence_example_gen import SequenceExampleGen
 
 # Fast, single-process defaults for a 2-core machine; override with real runner arguments.
@@ -123,12 +124,14 @@ def create_pipeline(
         example_splits=["eval"],
         eval_config=eval_config(ndcg_floor=ndcg_floor, blessing_task=blessing_task),
     )
-    pusher = tfx.components.Pusher(
+    # TFX's Pusher with a staged copy renamed into place, pushing a model once across reruns
+    # of a killed run (tfx_pipeline/pusher.py says why the stock executor is not enough).
+    pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
-    )
+    ).with_id("Pusher")
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                   *drift_gates, transform]
     if not data_stages_only:
