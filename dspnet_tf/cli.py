@@ -594,9 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: one events.csv)")
     world.add_argument("--drift-day", type=_positive_int,
                        help="with --days: the day (>= 2) from which the world drifts")
-    world.add_argument("--drift-kind", choices=("scene_gone", "new_scene", "popularity_shift"),
-                       help="with --drift-day: a scene stops being visited, a scene appears, or "
-                            "item popularity is dealt again")
+    world.add_argument("--drift-kind", choices=("scene_gone", "new_scene", "popularity_shift",
+                                                "new_items"),
+                       help="with --drift-day: a scene stops being visited, a scene appears, "
+                            "item popularity is dealt again, or new popular items launch")
     world.add_argument("--drift-scene", default="live",
                        help="the scene of scene_gone / new_scene (default: %(default)s)")
     world.add_argument("--out", required=True, help="output folder for events.csv and world.json")

@@ -22,7 +22,8 @@ factors out). No learned model can beat its expected full-ranking metrics.
 
 `SceneDays` runs the same world for several days, each user's sequence going on from one day
 to the next (written as `events/span-1/`, `span-2/`, ...: TFX spans), optionally with a
-`SceneDrift` on a chosen day (a scene disappears, a new one appears, popularity shifts); its
+`SceneDrift` on a chosen day (a scene disappears, a new one appears, popularity shifts, new
+items launch); its
 oracle stays exact over the continued sequences.
 """
 
@@ -294,6 +295,24 @@ class SceneWorld:
         world.scene_marginal = _renormalised(self.scene_marginal * keep, keep)
         return world
 
+    def launch_items(self) -> np.ndarray:
+        """The items a `new_items` drift launches: the most popular LAUNCH_FRACTION of the
+        catalog (at least one), each category's guaranteed live and non-live item excepted."""
+        c = self.config
+        count = max(1, int(round(LAUNCH_FRACTION * c.items)))
+        candidates = np.arange(2 * c.categories, c.items)
+        order = np.argsort(-self.item_weight[candidates], kind="stable")
+        return np.sort(candidates[order[:count]])
+
+    def _without_items(self, items: np.ndarray) -> "SceneWorld":
+        """This world with `items` not yet in the catalog: their popularity weight is 0, so no
+        scene draws them (and no memory holds them to return to)."""
+        world = copy.copy(self)
+        world.item_weight = self.item_weight.copy()
+        world.item_weight[items] = 0.0
+        world.base_item_distribution = world._base_item_distribution()
+        return world
+
     def _with_new_popularity(self) -> "SceneWorld":
         """This world with the Zipf popularity ranks dealt to the items again (seeded)."""
         c = self.config
@@ -431,7 +450,9 @@ def load_world(world_json: str) -> SceneWorld:
 
 
 # --- days: the same world, continued day by day ---------------------------------------------
-DRIFT_KINDS = ("scene_gone", "new_scene", "popularity_shift")
+DRIFT_KINDS = ("scene_gone", "new_scene", "popularity_shift", "new_items")
+SCENE_DRIFT_KINDS = ("scene_gone", "new_scene")  # the kinds that name a scene
+LAUNCH_FRACTION = 0.05  # new_items: the share of the catalog launched on the drift day
 DAY_SECONDS = 86_400
 FIRST_DAY_START = 1_600_041_600  # 2020-09-14 00:00 UTC; day d starts d - 1 days later
 SPAN_FOLDER = "span-{span}"  # OUT/events/span-1/events.csv, ...: TFX's {SPAN} pattern matches
@@ -452,6 +473,10 @@ class SceneDrift:
       popularity_shift: item popularity is dealt again: a new seeded assignment of the Zipf
         ranks, so yesterday's hits are ordinary items; the feed, messages and each category's
         items follow the new ranking. Users' intents and scene habits do not change.
+      new_items: a product launch. The catalog's most popular LAUNCH_FRACTION (5%, each
+        category's guaranteed pair excepted: `SceneWorld.launch_items`) exists only from `day`
+        on: before it their popularity weight is 0, so no event has them; from it they are the
+        popular items they were dealt. A daily pipeline's vocabulary grows by them on `day`.
     """
 
     day: int
@@ -471,8 +496,8 @@ class SceneDrift:
 class SceneDays:
     """The scene world over several days, each user's sequence going on from day to day.
 
-    Day 1 is `SceneWorld(config).generate()`, event for event (unless a new_scene drift hides
-    its scene on day 1). On each later day a user is active with probability
+    Day 1 is `SceneWorld(config).generate()`, event for event (unless a new_scene or new_items
+    drift hides its scene or items on day 1). On each later day a user is active with probability
     `active_probability`, and then has 1 + Poisson(n - 1) events, n being their day-1 count
     (heavy users stay heavy; at most `max_events`). Those events continue the user's process
     where it stopped: the intent and scene chains go on from their last states and the return
@@ -497,7 +522,7 @@ class SceneDays:
             raise ValueError(f"active_probability={active_probability!r}: must be in [0, 1]")
         if drift is not None and drift.day > days:
             raise ValueError(f"SceneDrift.day={drift.day}: after the last day ({days})")
-        if drift is not None and drift.kind != "popularity_shift" \
+        if drift is not None and drift.kind in SCENE_DRIFT_KINDS \
                 and drift.scene not in config.scene_names:
             raise ValueError(f"SceneDrift.scene={drift.scene!r}: not a scene of this world "
                              f"({', '.join(config.scene_names)})")
@@ -513,6 +538,8 @@ class SceneDays:
             return world, world
         if drift.kind == "popularity_shift":
             return world, world._with_new_popularity()  # pylint: disable=protected-access
+        if drift.kind == "new_items":
+            return world._without_items(world.launch_items()), world  # pylint: disable=protected-access
         gone = world._without_scene(self.config.scene_names.index(drift.scene))  # pylint: disable=protected-access
         return (world, gone) if drift.kind == "scene_gone" else (gone, world)
 

@@ -115,7 +115,7 @@ def brute_force_joint(days_world, user, items, scenes, days, next_day):
 
 @pytest.mark.parametrize("drift_kind,misalignment", [
     (None, 0.0), (None, 0.5), ("popularity_shift", 0.5), ("scene_gone", 0.5),
-    ("new_scene", 0.0)])
+    ("new_scene", 0.0), ("new_items", 0.5)])
 def test_oracle_over_the_continued_sequence_matches_brute_force(drift_kind, misalignment):
     # Two events on day 1, then day 2: a history of 4 crosses the day boundary.
     config = SceneWorldConfig(users=6, items=6, categories=2, scenes=6, min_events=2,
@@ -178,6 +178,23 @@ def test_drift_kinds_do_what_they_claim():
     corr = lambda a, b: np.corrcoef(a, b)[0, 1]  # noqa: E731
     assert corr(before, old_weight) > corr(before, new_weight) + 0.2
     assert corr(after, new_weight) > corr(after, old_weight) + 0.2
+
+
+def test_new_items_launch_on_their_day_as_popular_items():
+    config = SceneWorldConfig(users=200, items=80, categories=4, seed=5)
+    days = SceneDays(config, days=3, drift=SceneDrift(3, "new_items"))
+    launched = days.world.launch_items()
+    assert len(launched) == 4 and launched.min() >= 2 * config.categories  # 5% of 80
+    log = days.generate()
+    on_day = [{item for by_day in log.items for item in by_day[d]} for d in range(3)]
+    assert not set(launched) & (on_day[0] | on_day[1])  # never seen before day 3
+    assert set(launched) <= on_day[2]  # all of them on day 3
+    day3 = [item for by_day in log.items for item in by_day[2]]
+    share = np.isin(day3, launched).mean()
+    # They are the catalog's most popular items outside the guaranteed pairs: a large share.
+    assert share > 0.1, share
+    assert np.all(days.world_on(2).item_weight[launched] == 0)
+    assert np.all(days.world_on(3).item_weight[launched] > 0)
 
 
 def test_day_and_drift_settings_are_checked(tmp_path):
