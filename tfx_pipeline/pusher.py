@@ -210,6 +210,73 @@ class AtomicPushExecutor(tfx_pusher_executor.Executor):
         return serving_path, version
 
 
+class LatestPushedModelStrategy(tfx.dsl.experimental.ResolverStrategy):
+    """The latest blessed Model whose push ML Metadata recorded, with its ModelBlessing.
+
+    `LatestBlessedModelStrategy` (TFX's) takes the latest blessed model, and the Evaluator
+    publishes its blessing before the Pusher runs. A run killed between the two (while the
+    Pusher copies, say) leaves its own model blessed, so the rerun's resolver returns that
+    model: the Evaluator's baseline and the Trainer's warm-start `base_model` change, both miss
+    the cache, the Trainer trains again from the killed run's model and the rerun pushes a
+    different model, a second version if the killed push had already renamed its folder. The
+    model a baseline or a warm start should come from is the one being served: the latest
+    model a Pusher execution that ML Metadata recorded as finished (COMPLETE or CACHED) pushed
+    (`pushed` = 1). In an uninterrupted pipeline that is the latest blessed model, as before.
+
+    Same channels as `LatestBlessedModelStrategy` (`model`, `model_blessing`). Kubeflow V2's
+    compiler knows only TFX's two built-in strategies, so a pipeline compiled for it keeps
+    `LatestBlessedModelStrategy` (`tfx_pipeline.pipeline.create_pipeline`).
+    """
+
+    def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
+                          ) -> Optional[Dict[str, List[types.Artifact]]]:
+        from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+
+        if any(not artifacts for artifacts in input_dict.values()):
+            return {key: [] for key in input_dict}
+        model_channel = next(k for k, v in input_dict.items()
+                          if isinstance(v[0], standard_artifacts.Model))
+        blessing_key = next(k for k, v in input_dict.items()
+                            if isinstance(v[0], standard_artifacts.ModelBlessing))
+        blessings = {b.get_int_custom_property("current_model_id"): b
+                     for b in input_dict[blessing_key] if b.get_int_custom_property("blessed") == 1}
+        models = [m for m in input_dict[model_channel] if m.id in blessings]
+        pushed = pushed_model_ids(store, [m.id for m in models])
+        for model in sorted(models, key=lambda m: m.id, reverse=True):
+            if model.id in pushed:
+                return {model_channel: [model], blessing_key: [blessings[model.id]]}
+        return {model_channel: [], blessing_key: []}
+
+
+def pushed_model_ids(store, model_ids: List[int]) -> set:
+    """The ids among `model_ids` of Models that an execution recorded as finished read and
+    output a PushedModel with `pushed` = 1 for (a Pusher's record of a push)."""
+    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=import-outside-toplevel
+
+    if not model_ids:
+        return set()
+    readers: Dict[int, set] = {}  # execution id -> the models it read
+    for event in store.get_events_by_artifact_ids(model_ids):
+        if event.type == metadata_store_pb2.Event.INPUT:
+            readers.setdefault(event.execution_id, set()).add(event.artifact_id)
+    finished = {e.id for e in store.get_executions_by_id(list(readers))
+                if e.last_known_state in (metadata_store_pb2.Execution.COMPLETE,
+                                          metadata_store_pb2.Execution.CACHED)}
+    outputs = [e for e in store.get_events_by_execution_ids(list(finished))
+               if e.type == metadata_store_pb2.Event.OUTPUT]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in outputs])}
+    type_ids = {a.type_id for a in artifacts.values()}
+    pushed_types = {t.id for t in store.get_artifact_types_by_id(list(type_ids))
+                    if t.name == "PushedModel"}
+    pushed = set()
+    for event in outputs:
+        artifact = artifacts.get(event.artifact_id)
+        if (artifact is not None and artifact.type_id in pushed_types
+                and artifact.custom_properties["pushed"].int_value == 1):
+            pushed |= readers[event.execution_id]
+    return pushed
+
+
 class AtomicPusher(tfx.components.Pusher):
     """`tfx.components.Pusher` with `AtomicPushExecutor`: same spec, inputs and outputs."""
 
