@@ -10,7 +10,7 @@ from tfx import v1 as tfx
 from tfx_pipeline import drift, spans
 from tfx_pipeline.anomalies_gate import AnomaliesGate
 from tfx_pipeline.evaluation import eval_config
-from tfx_pipeline.pusher import AtomicPusher
+from tfx_pipeline.pusher import AtomicPusher, LatestPushedModelStrategy
 from tfx_pipeline.sequence_example_gen import SequenceExampleGen
 
 # Fast, single-process defaults for a 2-core machine; override with real runner arguments.
@@ -113,7 +113,10 @@ def create_pipeline(
         custom_config=model_config,
     )
     baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        # The latest blessed model that was pushed: a rerun after a kill between blessing and
+        # push keeps its cache (tfx_pipeline/pusher.py). Kubeflow V2 compiles only TFX's own.
+        strategy_class=(LatestPushedModelStrategy if metadata_path
+                        else tfx.dsl.experimental.LatestBlessedModelStrategy),
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
