@@ -216,7 +216,8 @@ def _model_config(args: argparse.Namespace) -> Dict[str, object]:
             raise UserError(f"{args.config}: not valid JSON ({err})") from None
         if not isinstance(config, dict):
             raise UserError(f"{args.config}: expected a JSON object of settings")
-    for key in ("epochs", "max_len", "batch_size", "item_dim", "scene_dim", "precision"):
+    for key in ("epochs", "max_len", "batch_size", "item_dim", "scene_dim", "precision",
+                "warm_start_epochs"):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
@@ -248,7 +249,9 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     serving_dir = run_locally(args.data, args.out, model_config=_model_config(args),
                               max_events=args.max_events, skip_malformed=args.skip_malformed,
                               beam_pipeline_args=args.beam_arg or LOCAL_BEAM_ARGS,
-                              ndcg_floor=args.ndcg_floor, **_span_options(args))
+                              ndcg_floor=args.ndcg_floor,
+                              warm_start=not getattr(args, "no_warm_start", False),
+                              **_span_options(args))
     after = set(model_versions(serving_dir))
     tensorboard = os.path.join(args.out, "pipeline_root", "Trainer")
     if after - before:
@@ -273,7 +276,9 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
 
     compile_for_kubeflow(args.out, args.image, args.data, args.pipeline_root, args.serving_dir,
                          model_config=_model_config(args), max_events=args.max_events,
-                         beam_pipeline_args=args.beam_arg or None, **_span_options(args))
+                         beam_pipeline_args=args.beam_arg or None,
+                         warm_start=not getattr(args, "no_warm_start", False),
+                         **_span_options(args))
     _stage(f"wrote {args.out}; submit it with the KFP client or Vertex AI Pipelines")
     return 0
 
@@ -310,6 +315,12 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                         help="Jensen-Shannon divergence of the item distribution between "
                              "consecutive spans that counts as drift (default: "
                              "tfx_pipeline.drift's)")
+    parser.add_argument("--no-warm-start", action="store_true",
+                        help="train every run from scratch for --epochs (default: the Trainer "
+                             "starts from the latest blessed model when there is one, rows "
+                             "mapped by item / scene token, for --warm-start-epochs)")
+    parser.add_argument("--warm-start-epochs", type=_positive_int,
+                        help="epochs of a warm-started run (default: 1)")
     parser.add_argument("--config", help="JSON file of DSPnetConfig fields and training options "
                                          "(epochs, batch_size, learning_rate, top_k, max_len)")
     parser.add_argument("--epochs", type=_positive_int, help="training epochs (default: 5)")

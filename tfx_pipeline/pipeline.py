@@ -36,6 +36,7 @@ def create_pipeline(
     on_drift: str = "stop",
     scene_drift_threshold: float = drift.DEFAULT_SCENE_THRESHOLD,
     item_drift_threshold: float = drift.DEFAULT_ITEM_THRESHOLD,
+    warm_start: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Event log -> SequenceExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator ->
     AnomaliesGate -> Transform -> Trainer -> Evaluator (vs the latest blessed model) -> Pusher.
@@ -74,6 +75,11 @@ def create_pipeline(
         distributions that is not drift.
       item_drift_threshold: the largest Jensen-Shannon divergence between two days' item
         distributions that is not drift.
+      warm_start: the Trainer starts from the baseline resolver's model when there is one
+        (its `base_model`: the latest blessed and pushed model), rows mapped by token, for
+        `model_config["warm_start_epochs"]` epochs (default 1; `tfx_pipeline.trainer.run_fn`).
+        False: every run trains from scratch for `epochs`. A rerun after this run's model was
+        pushed trains again, from that model (its base model changed).
     """
     drift.check_on_drift(on_drift)
     model_config = dict(model_config or {})
@@ -103,15 +109,6 @@ def create_pipeline(
             item_threshold=item_drift_threshold, skip_malformed=skip_malformed)
         transform.add_upstream_node(drift_gate)  # a drifted day stops before Transform
         drift_gates.append(drift_gate)
-    trainer = tfx.components.Trainer(
-        run_fn="tfx_pipeline.trainer.run_fn",
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=model_config,
-    )
     baseline = tfx.dsl.Resolver(
         # The latest blessed model that was pushed: a rerun after a kill between blessing and
         # push keeps its cache (tfx_pipeline/pusher.py). Kubeflow V2 compiles only TFX's own.
@@ -120,6 +117,17 @@ def create_pipeline(
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
+    trainer = tfx.components.Trainer(
+        run_fn="tfx_pipeline.trainer.run_fn",
+        # Warm start from the baseline's model (none on a first run: trained from scratch).
+        base_model=baseline.outputs["model"] if warm_start else None,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=model_config,
+    )
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -138,7 +146,7 @@ def create_pipeline(
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                   *drift_gates, transform]
     if not data_stages_only:
-        components += [trainer, baseline, evaluator, pusher]
+        components += [baseline, trainer, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Any, Dict, List
 
 import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -20,10 +21,13 @@ from dspnet_tf.distribution import strategy_scope
 from dspnet_tf.export import export_serving_model
 from dspnet_tf.optimizers import LazyAdam
 from dspnet_tf.resilience import resilient_callbacks
+from dspnet_tf.warm_start import warm_start, write_vocabularies
 from tfx_pipeline import features
 
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20,
-                  "distribution": "default", "optimizer": "adam", "batch_by_length": False}
+                  "distribution": "default", "optimizer": "adam", "batch_by_length": False,
+                  "warm_start_epochs": 1}
+WARM_START_FILE = "warm_start.json"  # in the model run folder: what the warm start did
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "lazy_adam": LazyAdam}
 
 
@@ -63,7 +67,8 @@ def _backup_dir(fn_args: tfx.components.FnArgs) -> str:
     """
     key = hashlib.sha256(json.dumps(
         [sorted(fn_args.train_files), fn_args.transform_output,
-         fn_args.custom_config or {}], sort_keys=True, default=str).encode()).hexdigest()[:16]
+         fn_args.custom_config or {}, fn_args.base_model or ""],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
     trainer_root = os.path.dirname(os.path.dirname(fn_args.model_run_dir))
     return os.path.join(trainer_root, "backup", key)
 
@@ -74,8 +79,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     custom_config: every DSPnetConfig field (e.g. `item_dim`, `lambda_ccr`), plus `epochs`,
     `batch_size`, `learning_rate`, `top_k`, `distribution` (default, mirrored, multi_worker),
     `optimizer` (adam, or lazy_adam for large catalogs), `batch_by_length` (batches of similar
-    history length: faster, slightly less accurate; default false) and Transform's `max_len` /
-    `item_oov_buckets`.
+    history length: faster, slightly less accurate; default false), `warm_start_epochs` and
+    Transform's `max_len` / `item_oov_buckets`.
+
+    Warm start: with a base model (`fn_args.base_model`, the latest blessed model the pipeline
+    resolves; none on a first run or with `warm_start=False`) the new model starts from its
+    weights, vocabulary rows mapped by raw token (`dspnet_tf.warm_start`: known items and
+    scenes keep their trained rows wherever the new frequency order put them, new ones get
+    fresh rows), and trains `warm_start_epochs` (default 1) instead of `epochs`: yesterday's
+    model already fits every day but today's, so one pass over the data (which holds today's
+    events) is what a day adds. The log says how many rows were carried and how many are new;
+    `warm_start.json` in the model run folder records it.
     """
     custom: Dict[str, Any] = dict(fn_args.custom_config or {})
     train_options = {k: custom.pop(k, v) for k, v in TRAIN_DEFAULTS.items()}
@@ -112,16 +126,33 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"Trainer custom_config optimizer={optimizer!r}: choose one of "
                          f"{', '.join(OPTIMIZERS)}")
+    epochs = int(train_options["epochs"])
+    record: Dict[str, Any] = {"base_model": fn_args.base_model}
     with strategy_scope(str(train_options["distribution"])):
         model = DSPnet(config)
         model.compile(optimizer=OPTIMIZERS[optimizer](train_options["learning_rate"]))
+        if fn_args.base_model:
+            # A WarmStartError (unreadable base) fails the Trainer, naming the path.
+            report = warm_start(model, item_tokens, scene_tokens, base=fn_args.base_model)
+            logging.info("%s", report.summary())
+            epochs = int(train_options["warm_start_epochs"])
+            record.update({k: v for k, v in report.to_dict().items() if k != "base"})
+        else:
+            logging.info("no base model: training from scratch for %d epochs", epochs)
+    record["epochs"] = epochs
+    started = time.perf_counter()
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")
-    history = model.fit(train, validation_data=evaluation, epochs=int(train_options["epochs"]),
+    history = model.fit(train, validation_data=evaluation, epochs=epochs,
                         callbacks=[tensorboard, *resilient_callbacks(_backup_dir(fn_args))],
                         verbose=2)
+    record["fit_seconds"] = time.perf_counter() - started
 
     tft_layer = tft_output.transform_features_layer()
     export_serving_model(model, fn_args.serving_model_dir, tft_layer, item_tokens, scene_tokens,
                          top_k=int(train_options["top_k"]))
+    # Each id's raw token beside the model: tomorrow's Trainer warm starts from it by token.
+    write_vocabularies(fn_args.serving_model_dir, item_tokens, scene_tokens)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, WARM_START_FILE), "w") as handle:
+        handle.write(json.dumps(record, indent=1))
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as handle:
         handle.write(json.dumps({k: [float(x) for x in v] for k, v in history.history.items()}))

@@ -80,8 +80,9 @@ def test_pipeline_runs_pushes_and_the_pushed_model_answers_raw_ids(tmp_path):
     blessings = glob.glob(str(out / "pipeline_root" / "Evaluator" / "blessing" / "*" / "BLESSED"))
     assert blessings
 
-    # A rerun with an impossible floor: unchanged components come from the cache, the Evaluator
-    # refuses to bless, and Pusher pushes nothing new.
+    # A rerun with an impossible floor: unchanged components come from the cache, the Trainer
+    # trains again warm-started from the model the first run pushed (its base model changed),
+    # the Evaluator refuses to bless, and Pusher pushes nothing new.
     before = sorted(os.listdir(serving_dir))
     executions_before = len(store.get_executions())
     run_locally(str(data / "events.csv"), str(out), ndcg_floor=1.5,
@@ -95,4 +96,16 @@ def test_pipeline_runs_pushes_and_the_pushed_model_answers_raw_ids(tmp_path):
                     if "Trainer" in store.get_execution_types_by_id([e.type_id])[0].name]
     assert len(store.get_executions()) > executions_before
     assert [e.last_known_state for e in trainer_runs] == [
+        metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.COMPLETE]
+    import json
+
+    records = [json.load(open(out / "pipeline_root" / "Trainer" / "model_run" / str(e.id)
+                              / "warm_start.json")) for e in trainer_runs]
+    assert records[0]["base_model"] is None and records[0]["epochs"] == 1
+    assert records[1]["base_model"] == str(out / "pipeline_root" / "Trainer" / "model"
+                                           / str(trainer_runs[0].id) / "Format-Serving")
+    assert records[1]["rows_new"] == {"items": 0, "scenes": 0} and not records[1]["fresh"]
+    transforms = [e for e in store.get_executions()
+                  if "Transform" in store.get_execution_types_by_id([e.type_id])[0].name]
+    assert [e.last_known_state for e in transforms] == [
         metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED]

@@ -1,0 +1,53 @@
+"""The pipeline's warm start: the Trainer's base model is the latest blessed model, carried into
+the Kubeflow spec with the span pattern; --no-warm-start leaves it out."""
+
+import json
+
+from dspnet_tf import cli
+
+RESOLVER = "latest_blessed_model_resolver-model-resolver"
+
+
+def _compile(tmp_path, *flags):
+    out = str(tmp_path / "pipeline.json")
+    assert cli.main(["pipeline", "compile", "--out", out, "--image", "example.invalid/dspnet:1",
+                     "--data", "gs://bucket/events/span-{SPAN}/*", *flags]) == 0
+    return json.loads(open(out).read())["pipelineSpec"]["root"]["dag"]["tasks"]
+
+
+def _parameters(task):
+    values = {name: p["runtimeValue"]["constantValue"]
+              for name, p in task["inputs"]["parameters"].items()}
+    return {name: value.get("stringValue", value) for name, value in values.items()}
+
+
+def test_compiled_spec_carries_the_span_pattern_and_the_warm_start(tmp_path):
+    tasks = _compile(tmp_path, "--warm-start-epochs", "2", "--epochs", "6")
+    assert _parameters(tasks["SequenceExampleGen"])["input_pattern"] == "span-{SPAN}/*"
+    trainer = tasks["Trainer"]["inputs"]
+    assert trainer["artifacts"]["base_model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "model", "producerTask": RESOLVER}
+    # The same resolver gives the Evaluator its baseline: warm start and comparison agree.
+    assert tasks["Evaluator"]["inputs"]["artifacts"]["baseline_model"]["taskOutputArtifact"][
+        "producerTask"] == RESOLVER
+    assert json.loads(_parameters(tasks["Trainer"])["custom_config"]) == {
+        "epochs": 6, "warm_start_epochs": 2}
+
+
+def test_no_warm_start_compiles_a_trainer_without_a_base_model(tmp_path):
+    tasks = _compile(tmp_path, "--no-warm-start")
+    assert "base_model" not in tasks["Trainer"]["inputs"]["artifacts"]
+    assert "baseline_model" in tasks["Evaluator"]["inputs"]["artifacts"]  # still compared
+    assert _parameters(tasks["SequenceExampleGen"])["input_pattern"] == "span-{SPAN}/*"
+
+
+def test_create_pipeline_warm_starts_by_default(tmp_path):
+    from tfx_pipeline.pipeline import create_pipeline
+
+    def trainer(**kwargs):
+        pipeline = create_pipeline("p", str(tmp_path / "root"), str(tmp_path / "events.csv"),
+                                   str(tmp_path / "serving"), **kwargs)
+        return next(c for c in pipeline.components if c.id == "Trainer")
+
+    assert "base_model" in trainer().inputs
+    assert "base_model" not in trainer(warm_start=False).inputs
