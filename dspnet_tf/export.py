@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -33,6 +33,7 @@ from dspnet_tf._version import __version__
 from dspnet_tf.config import RESERVED_IDS, example_length
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.prediction_head import exclude_leading_ids
+from dspnet_tf.retrieval import RETRIEVAL_METHODS, FactorizedTopK, describe
 
 ITEM_HISTORY, SCENE_HISTORY, TARGET_SCENE = "item_history", "scene_history", "target_scene"
 RAW_FEATURE_SPEC = {
@@ -138,6 +139,8 @@ class ServingModule(tf.Module):
         item_tokens: Sequence[str],
         scene_tokens: Sequence[str],
         top_k: int = 20,
+        retrieval: str = "exact",
+        retrieval_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__(name="dspnet_serving")
         # Track the model's variables, not the Keras model: the SavedModel then holds the
@@ -155,6 +158,19 @@ class ServingModule(tf.Module):
         # log 1/rank: a Zipf-shaped stand-in for popularity, in vocabulary (frequency) order.
         ranks = tf.range(1, len(item_tokens) - RESERVED_IDS + 1, dtype=tf.float32)
         self.popularity_prior = -tf.math.log(ranks)
+        if retrieval not in RETRIEVAL_METHODS:
+            raise ValueError(f"retrieval={retrieval!r}: choose one of "
+                             f"{', '.join(RETRIEVAL_METHODS)}")
+        self.retrieval = None
+        if retrieval != "exact":
+            if not hasattr(model, "answer_components"):
+                raise ValueError(f"retrieval={retrieval!r} needs a DSPnet-family model (its "
+                                 f"answer_components); {type(model).__name__} has none: "
+                                 "export it with retrieval='exact'")
+            config = model.dspnet_config
+            self.retrieval = FactorizedTopK(
+                model.item_encoder.embeddings, config.item_vocab_size, self.top_k,
+                config.max_len, retrieval, model._score_catalog, retrieval_options)
 
     def _answer(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
         # One scene per event: a malformed request fails here (INVALID_ARGUMENT when served)
@@ -175,18 +191,29 @@ class ServingModule(tf.Module):
         # which the table maps to 0: "not given".
         target = tf.sparse.to_dense(raw[TARGET_SCENE], default_value="")
         target = self.scene_table.lookup(tf.pad(target, [[0, 0], [0, 1]])[:, 0])
-        outputs = self.model(
-            {"item_ids": transformed["item_ids"], "scene_ids": transformed["scene_ids"],
-             "target_scene": target},
-            training=False,
-        )
-        item_logits = outputs["item_logits"][:, RESERVED_IDS:]
+        inputs = {"item_ids": transformed["item_ids"], "scene_ids": transformed["scene_ids"],
+                  "target_scene": target}
         # An empty history carries no signal, so every item scores alike; answer it with the
         # most frequent items instead (both TFT's and our vocabularies are frequency ordered).
         empty = tf.reduce_all(transformed["item_ids"] == 0, axis=1, keepdims=True)
-        item_logits = tf.where(empty, self.popularity_prior[tf.newaxis], item_logits)
-        item_scores, item_index = tf.math.top_k(item_logits, self.top_k)
-        scene_probs = tf.nn.softmax(outputs["scene_logits"][:, RESERVED_IDS:], axis=-1)
+        if self.retrieval is None:
+            item_scores, item_index, scene_logits = self._dense_top_k(inputs, empty)
+        else:
+            components = self.model.answer_components(inputs)
+            scene_logits = components["scene_logits"]
+            item_scores, item_ids, certain = self.retrieval(
+                components, self.model.answers_are_log_probs)
+            item_index = item_ids - RESERVED_IDS
+            prior_scores, prior_index = tf.math.top_k(self.popularity_prior, self.top_k)
+            item_scores = tf.where(empty, prior_scores[tf.newaxis], item_scores)
+            item_index = tf.where(empty, prior_index[tf.newaxis], item_index)
+            if self.retrieval.method == "brute_force":
+                # Exact always: a batch the candidates cannot settle gets the full ranking.
+                item_scores, item_index = tf.cond(
+                    tf.reduce_all(tf.logical_or(certain, empty[:, 0])),
+                    lambda: (item_scores, item_index),
+                    lambda: self._dense_top_k(inputs, empty)[:2])
+        scene_probs = tf.nn.softmax(scene_logits[:, RESERVED_IDS:], axis=-1)
         scene_probs, scene_index = tf.math.top_k(scene_probs, self.num_scenes)
         return {
             "item_ids": tf.gather(self.item_tokens, item_index + RESERVED_IDS),
@@ -194,6 +221,16 @@ class ServingModule(tf.Module):
             "scene_ids": tf.gather(self.scene_tokens, scene_index + RESERVED_IDS),
             "scene_probs": scene_probs,
         }
+
+    def _dense_top_k(self, inputs: Dict[str, tf.Tensor], empty: tf.Tensor
+                     ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Top-K over the whole catalog's scores: (scores, item index - RESERVED_IDS, scene
+        logits)."""
+        outputs = self.model(inputs, training=False)
+        item_logits = outputs["item_logits"][:, RESERVED_IDS:]
+        item_logits = tf.where(empty, self.popularity_prior[tf.newaxis], item_logits)
+        item_scores, item_index = tf.math.top_k(item_logits, self.top_k)
+        return item_scores, item_index, outputs["scene_logits"]
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -269,6 +306,8 @@ def export_serving_model(
     item_tokens: Sequence[str],
     scene_tokens: Sequence[str],
     top_k: int = 20,
+    retrieval: str = "exact",
+    retrieval_options: Optional[Dict[str, Any]] = None,
 ) -> str:
     """Writes a SavedModel with the signatures of the module docstring, and its metadata JSON.
 
@@ -289,10 +328,20 @@ def export_serving_model(
       item_tokens: raw item id of each model id (0 padding, 1 OOV first).
       scene_tokens: raw scene name of each model scene id (same convention).
       top_k: K of `item_ids` / `item_scores`.
+      retrieval: how the served top K is found. "exact" (default): the whole catalog's scores
+        and `tf.math.top_k`. "brute_force": TFRS's BruteForce index over the item table, its
+        candidates merged with the history and rescored (`dspnet_tf.retrieval`); the same
+        answers as "exact", with a full-ranking fallback where the candidates cannot settle a
+        next-event row. "scann": TFRS's ScaNN index, approximate, with the catalog normaliser
+        estimated from a sample; sub-linear in the catalog, for 1e5+ items. A ScaNN export
+        loads only where `scann` is imported first (`dspnet serve` does it; the stock TF
+        Serving binary cannot serve it).
+      retrieval_options: ScaNN's settings (`dspnet_tf.retrieval.SCANN_DEFAULTS`).
     """
     if preprocess is None:
         preprocess = VocabularyPreprocess(item_tokens, scene_tokens, model.dspnet_config.max_len)
-    module = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k)
+    module = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k, retrieval,
+                           retrieval_options)
     signatures = {
         "serving_default": module.serve_examples.get_concrete_function(),
         "predict_raw": module.serve_raw.get_concrete_function(),
@@ -301,7 +350,7 @@ def export_serving_model(
         "encode_users": module.encode_users.get_concrete_function(),
     }
     # Written before saved_model.pb, so a version folder that looks complete has it too.
-    write_export_metadata(export_dir, sorted(signatures))
+    write_export_metadata(export_dir, sorted(signatures), describe(module.retrieval))
     # Saving lists every training-only layer (augmenter, discriminator, ...) it skips, at
     # WARNING level; none of it is actionable for whoever exports, so keep the log readable.
     logger = tf.get_logger()
@@ -314,16 +363,19 @@ def export_serving_model(
     return export_dir
 
 
-def write_export_metadata(export_dir: str, signature_names: Sequence[str]) -> str:
+def write_export_metadata(export_dir: str, signature_names: Sequence[str],
+                          extra: Optional[Dict[str, Any]] = None) -> str:
     """Writes `assets.extra/dspnet_metadata.json` into an export folder; returns its path.
 
-    Keys: `dspnet_tf_version`, `tensorflow_version` and `signatures` (the signature names).
+    Keys: `dspnet_tf_version`, `tensorflow_version`, `signatures` (the signature names) and
+    `extra`'s, e.g. `retrieval` ("exact", "brute_force" or "scann": a server must import scann
+    before loading a "scann" export).
     Uses tf.io.gfile, so `export_dir` may be a remote path as in the TFX Trainer.
     """
     path = os.path.join(export_dir, METADATA_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     metadata = {"dspnet_tf_version": __version__, "tensorflow_version": tf.__version__,
-                "signatures": list(signature_names)}
+                "signatures": list(signature_names), **(extra or {})}
     with tf.io.gfile.GFile(path, "w") as handle:
         handle.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return path

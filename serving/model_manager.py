@@ -249,6 +249,7 @@ class ModelManager:
         # differ from what was refused, and the version is retried.
         fingerprint = _fingerprint(path)
         try:
+            _load_custom_ops(path)
             loaded = LoadedVersion(version, path, tf.saved_model.load(path),
                                    _read_signature_defs(path))
             _warm_up(loaded)
@@ -346,3 +347,17 @@ class ModelManager:
         """The versions loaded and answering requests, in ascending order."""
         with self._lock:
             return sorted(self._loaded)
+
+
+def _load_custom_ops(path: str) -> None:
+    """Registers the custom TensorFlow ops an export needs before it can load.
+
+    An export with a ScaNN index (`retrieval="scann"`, said in its dspnet metadata) uses
+    scann's ops, which exist only once `scann` is imported; without them the load fails with
+    an opaque "Op type not registered". Exports without metadata need nothing.
+    """
+    from dspnet_tf.export import read_export_metadata  # pylint: disable=import-outside-toplevel
+    from dspnet_tf.retrieval import import_scann  # pylint: disable=import-outside-toplevel
+
+    if read_export_metadata(path).get("retrieval") == "scann":
+        import_scann()

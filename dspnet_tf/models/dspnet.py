@@ -68,6 +68,9 @@ _SALT_ADV_SAMPLE = 23
 REPEAT_SHARE_PROBE_BATCHES = 64
 
 
+_IMPOSSIBLE = -1e9  # a log-probability that is 0 in float32 arithmetic
+
+
 def ids_in_vocab(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
     """Negative ids are padding; ids past the vocabulary fall into the OOV bucket 1."""
     ids = tf.cast(ids, tf.int32)
@@ -409,17 +412,79 @@ class DSPnet(tf.keras.Model):
     def _item_scores(self, z: tf.Tensor, target: Optional[tf.Tensor], items: tf.Tensor,
                      encoded: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """Next-item scores [B, V] of the last states z [B, d] for target scenes [B] (or None)."""
+        query, pointer = self._query_and_pointer(z, target, encoded)
+        item_logits = self._score_catalog(query)
+        if pointer is not None:
+            item_logits = mixture_log_probs(item_logits, items, *pointer)
+        return item_logits
+
+    def _query_and_pointer(
+        self, z: tf.Tensor, target: Optional[tf.Tensor], encoded: Mapping[str, tf.Tensor]
+    ) -> Tuple[tf.Tensor, Optional[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]]:
+        """The item head's query [B, d] for target scenes [B] (or None), and the repeat pointer's
+        (log_gate [B], log_keep [B], log_pointer [B, L]) for it (None without a pointer)."""
         if self.target_attention is not None:
             given = target if target is not None else tf.zeros(tf.shape(z)[:1], tf.int32)
             z = self._target_states(encoded, given[:, tf.newaxis])[:, 0]
         query = self.item_head(z, target)
-        item_logits = self._score_catalog(query)
-        if self.repeat_pointer is not None:
-            item_logits = mixture_log_probs(
-                item_logits, items,
-                *self._point(query[:, tf.newaxis], encoded,
-                             None if target is None else target[:, tf.newaxis], squeeze=True))
-        return item_logits
+        if self.repeat_pointer is None:
+            return query, None
+        return query, self._point(query[:, tf.newaxis], encoded,
+                                  None if target is None else target[:, tf.newaxis], squeeze=True)
+
+    @property
+    def answers_are_log_probs(self) -> bool:
+        """Whether `call`'s item scores are log-probabilities (the repeat pointer's mixture or the
+        joint factorisation), rather than the catalog's raw logits."""
+        return self.repeat_pointer is not None or self.dspnet_config.uses_marginal_next_event
+
+    def answer_components(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The served answer of `call` in parts a factorized top-K index can search (inference).
+
+        `call` scores the whole catalog. Its item scores are built from a few item-head queries
+        per history: with the joint factorisation one per real scene, weighted by the next-scene
+        distribution (or one-hot at a given target scene), otherwise one. Each query's catalog
+        part ranks items by q . e (what a BruteForce or ScaNN index searches); what it needs
+        besides is the catalog's log-normaliser and the repeat pointer's mass on history items.
+        `dspnet_tf.retrieval` recombines them into `call`'s scores for retrieved candidates.
+
+        Returns:
+          `queries` [B, S, d] float32 item-head queries; `log_weights` [B, S] (log P(scene), 0
+          for a single query, -1e9 off a given target); `log_keep`, `log_gate` [B, S] and
+          `log_pointer` [B, S, L] (the pointer's; 0, -1e9 and -1e9 without one); `history`
+          [B, L] item ids the pointer points at; `scene_logits` as `call` gives them.
+        """
+        items, scenes, target = self._prepare(inputs)
+        encoded = self.encode(items, scenes, training=False)
+        z = encoded["z"][:, -1]
+        batch = tf.shape(z)[0]
+        if self.dspnet_config.uses_marginal_next_event:
+            targets = [tf.fill([batch], scene)
+                       for scene in range(RESERVED_IDS, self.dspnet_config.scene_vocab_size)]
+            log_p_scene = tf.nn.log_softmax(self.scene_logits(z)[:, RESERVED_IDS:], axis=-1)
+            if target is not None:
+                given = tf.one_hot(target - RESERVED_IDS, len(targets), on_value=0.0,
+                                   off_value=_IMPOSSIBLE)
+                log_p_scene = tf.where((target >= RESERVED_IDS)[:, tf.newaxis], given,
+                                       log_p_scene)
+        else:
+            targets = [target]
+            log_p_scene = tf.zeros([batch, 1])
+        parts = [self._query_and_pointer(z, scene, encoded) for scene in targets]
+        length = tf.shape(items)[1]
+        # (log_gate, log_keep, log_pointer) of a pointer that never points.
+        no_pointer = (tf.fill([batch], _IMPOSSIBLE), tf.zeros([batch]),
+                      tf.fill([batch, length], _IMPOSSIBLE))
+        pointers = [pointer if pointer is not None else no_pointer for _, pointer in parts]
+        return {
+            "queries": tf.stack([at_least_float32(query) for query, _ in parts], axis=1),
+            "log_weights": at_least_float32(log_p_scene),
+            "log_gate": tf.stack([at_least_float32(p[0]) for p in pointers], axis=1),
+            "log_keep": tf.stack([at_least_float32(p[1]) for p in pointers], axis=1),
+            "log_pointer": tf.stack([at_least_float32(p[2]) for p in pointers], axis=1),
+            "history": items,
+            "scene_logits": self.scene_logits(z),
+        }
 
     def _in_scene_log_probs(self, z: tf.Tensor, items: tf.Tensor,
                             encoded: Mapping[str, tf.Tensor]) -> tf.Tensor:
