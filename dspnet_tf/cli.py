@@ -217,7 +217,7 @@ def _model_config(args: argparse.Namespace) -> Dict[str, object]:
         if not isinstance(config, dict):
             raise UserError(f"{args.config}: expected a JSON object of settings")
     for key in ("epochs", "max_len", "batch_size", "item_dim", "scene_dim", "precision",
-                "warm_start_epochs"):
+                "warm_start_epochs", "retrieval"):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
@@ -329,6 +329,12 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--item-dim", type=_positive_int, help="item network width (default: 64)")
     parser.add_argument("--scene-dim", type=_positive_int, help="scene network width (default: 16)")
     _add_precision_option(parser, "on the Trainer's machine")
+    parser.add_argument("--retrieval", choices=("exact", "brute_force", "scann"),
+                        help="how the pushed model finds its top K: 'exact' scores the whole "
+                             "catalog (default); 'brute_force' retrieves candidates with TFRS's "
+                             "BruteForce index, same answers; 'scann' with TFRS's ScaNN index, "
+                             "approximate and sub-linear in the catalog (1e5+ items; served by "
+                             "'dspnet serve', not by the stock TF Serving binary)")
     parser.add_argument("--max-events", type=_positive_int, default=200,
                         help="events kept per user by the ExampleGen (default: %(default)s)")
     parser.add_argument("--beam-arg", action="append", metavar="ARG",

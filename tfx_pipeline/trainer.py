@@ -26,7 +26,7 @@ from tfx_pipeline import features
 
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20,
                   "distribution": "default", "optimizer": "adam", "batch_by_length": False,
-                  "warm_start_epochs": 1}
+                  "warm_start_epochs": 1, "retrieval": "exact"}
 WARM_START_FILE = "warm_start.json"  # in the model run folder: what the warm start did
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "lazy_adam": LazyAdam}
 
@@ -149,7 +149,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     tft_layer = tft_output.transform_features_layer()
     export_serving_model(model, fn_args.serving_model_dir, tft_layer, item_tokens, scene_tokens,
-                         top_k=int(train_options["top_k"]))
+                         top_k=int(train_options["top_k"]),
+                         retrieval=str(train_options["retrieval"]))
     # Each id's raw token beside the model: tomorrow's Trainer warm starts from it by token.
     write_vocabularies(fn_args.serving_model_dir, item_tokens, scene_tokens)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, WARM_START_FILE), "w") as handle:

@@ -181,3 +181,16 @@ def test_scann_export_recalls_the_exact_top_k(tmp_path):
     found = served(examples=examples)["item_ids"].numpy()
     recall = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact_ids, found)])
     assert recall >= 0.98, recall
+
+
+def test_pipeline_compile_carries_the_retrieval_to_the_trainer(tmp_path):
+    import json
+
+    from dspnet_tf import cli
+
+    out = str(tmp_path / "pipeline.json")
+    assert cli.main(["pipeline", "compile", "--out", out, "--image", "example.invalid/dspnet:1",
+                     "--data", "gs://bucket/events.csv", "--retrieval", "scann"]) == 0
+    trainer = json.loads(open(out).read())["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"]
+    custom = trainer["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constantValue"]
+    assert json.loads(custom.get("stringValue", custom))["retrieval"] == "scann"
