@@ -51,3 +51,18 @@ def test_create_pipeline_warm_starts_by_default(tmp_path):
 
     assert "base_model" in trainer().inputs
     assert "base_model" not in trainer(warm_start=False).inputs
+
+
+def test_the_spec_a_recurring_run_submits_parses_as_kfp_reads_it(tmp_path):
+    # docs/daily-training.md: a KFP recurring run takes the compiled file's pipelineSpec as
+    # YAML. This is the KFP client's own reader (no server needed).
+    import yaml
+    from kfp.client.client import _extract_pipeline_yaml
+
+    _compile(tmp_path)
+    spec = json.loads(open(tmp_path / "pipeline.json").read())["pipelineSpec"]
+    with open(tmp_path / "pipeline_spec.yaml", "w") as handle:
+        yaml.safe_dump(spec, handle)
+    parsed = _extract_pipeline_yaml(str(tmp_path / "pipeline_spec.yaml")).pipeline_spec
+    trainer = parsed.root.dag.tasks["Trainer"]
+    assert trainer.inputs.artifacts["base_model"].task_output_artifact.producer_task == RESOLVER
