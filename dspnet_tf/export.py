@@ -204,9 +204,10 @@ class ServingModule(tf.Module):
             item_scores, item_ids, certain = self.retrieval(
                 components, self.model.answers_are_log_probs)
             item_index = item_ids - RESERVED_IDS
-            prior_scores, prior_index = tf.math.top_k(self.popularity_prior, self.top_k)
-            item_scores = tf.where(empty, prior_scores[tf.newaxis], item_scores)
-            item_index = tf.where(empty, prior_index[tf.newaxis], item_index)
+            # The prior's top K is its first K (log 1/rank falls): no pass over the catalog.
+            item_scores = tf.where(empty, self.popularity_prior[tf.newaxis, :self.top_k],
+                                   item_scores)
+            item_index = tf.where(empty, tf.range(self.top_k)[tf.newaxis], item_index)
             if self.retrieval.method == "brute_force":
                 # Exact always: a batch the candidates cannot settle gets the full ranking.
                 item_scores, item_index = tf.cond(

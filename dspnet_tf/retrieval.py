@@ -160,6 +160,17 @@ class FactorizedTopK(tf.Module):
         `certain` is the exactness check of the module docstring (always True for ScaNN, whose
         answers are approximate by design).
         """
+        # A batch whose rows all name their target scene (every served list is shown on one
+        # surface) needs one query per row, not one per scene: the others weigh nothing.
+        weights = components["log_weights"]
+        one_scene = tf.reduce_all(tf.reduce_sum(tf.cast(weights > _IMPOSSIBLE / 2, tf.int32),
+                                                axis=1) == 1)
+        return tf.cond(one_scene,
+                       lambda: self._top_k(_at_given_scene(components), normalise),
+                       lambda: self._top_k(components, normalise))
+
+    def _top_k(self, components: Mapping[str, tf.Tensor], normalise: bool
+               ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         queries = components["queries"]  # [B, S, d]
         batch, scenes = tf.shape(queries)[0], tf.shape(queries)[1]
         flat = tf.reshape(queries, [-1, tf.shape(queries)[2]])
@@ -205,6 +216,16 @@ class FactorizedTopK(tf.Module):
         oov_logit = tf.linalg.matvec(flat, self.embeddings[RESERVED_IDS - 1])[:, tf.newaxis]
         return tf.reduce_logsumexp(tf.concat([retrieved_logits, oov_logit, sample_logits], 1),
                                    axis=1)
+
+
+def _at_given_scene(components: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """The components of rows with one weighted scene, reduced to that scene (S = 1)."""
+    scene = tf.argmax(components["log_weights"], axis=1, output_type=tf.int32)[:, tf.newaxis]
+    reduced = {name: tf.gather(components[name], scene, batch_dims=1)
+               for name in ("queries", "log_keep", "log_gate", "log_pointer")}
+    reduced["log_weights"] = tf.zeros_like(reduced["log_keep"])
+    reduced["history"] = components["history"]
+    return reduced
 
 
 def describe(index: Optional[FactorizedTopK]) -> Dict[str, Any]:
