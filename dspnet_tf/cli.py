@@ -263,8 +263,9 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         current = f"still serving version {max(after)}" if after else "nothing to serve yet"
         _stage(f"no new model pushed ({current} in {serving_dir}): the Evaluator did not bless "
                "this run's model (below --ndcg-floor or below the last blessed model; see "
-               f"{os.path.join(args.out, 'pipeline_root', 'Evaluator')}), or the run came "
-               "from the cache")
+               f"{os.path.join(args.out, 'pipeline_root', 'Evaluator')}), the run came "
+               "from the cache, or a killed earlier attempt had pushed this model already "
+               "(the Pusher then records that version)")
     return 0
 
 
