@@ -33,6 +33,10 @@ filesystem destination, and why that is not enough for a pipeline that may be ki
 Object stores (gs://, s3://) have no atomic folder rename; there the stock in-place copy
 (saved_model.pb last) runs after the same "already the newest version" check.
 
+`LatestPushedModelStrategy` is the baseline resolver's side of the same guarantee: the
+Evaluator blesses before the Pusher runs, so a run killed in between must not make the rerun's
+baseline and warm-start model its own (see its docstring).
+
 The test hook `DSPNET_TEST_PUSHER_PAUSE` (`staged` or `renamed`) stops the push at that point
 until the process is killed (tests/reliability/test_pipeline_kill.py); unset, it does nothing.
 """
