@@ -144,6 +144,13 @@ class AtomicPushExecutor(tfx_pusher_executor.Executor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
+        """Pushes a blessed model as TFX's Pusher does, staged and renamed on a local
+        filesystem, and only once: if the newest version already holds the model's exact files
+        (a rerun of a push killed after its rename), that version is recorded as the push.
+
+        Inputs, outputs and properties are TFX's Pusher's (`model`, `model_blessing`;
+        `pushed_model` with `pushed`, `pushed_destination`, `pushed_version`).
+        """
         self._log_startup(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.PUSHED_MODEL_KEY])
@@ -234,6 +241,8 @@ class LatestPushedModelStrategy(tfx.dsl.experimental.ResolverStrategy):
 
     def resolve_artifacts(self, store, input_dict: Dict[str, List[types.Artifact]]
                           ) -> Optional[Dict[str, List[types.Artifact]]]:
+        """{model: [the latest blessed and pushed Model], model_blessing: [its blessing]}, or
+        empty lists when no blessed model was pushed yet (a first run: no baseline)."""
         from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
 
         if any(not artifacts for artifacts in input_dict.values()):
