@@ -3,6 +3,8 @@ the Kubeflow spec with the span pattern; --no-warm-start leaves it out."""
 
 import json
 
+import pytest
+
 from dspnet_tf import cli
 
 RESOLVER = "latest_blessed_model_resolver-model-resolver"
@@ -66,3 +68,23 @@ def test_the_spec_a_recurring_run_submits_parses_as_kfp_reads_it(tmp_path):
     parsed = _extract_pipeline_yaml(str(tmp_path / "pipeline_spec.yaml")).pipeline_spec
     trainer = parsed.root.dag.tasks["Trainer"]
     assert trainer.inputs.artifacts["base_model"].task_output_artifact.producer_task == RESOLVER
+
+
+@pytest.mark.parametrize("flags,warm,epochs", [([], True, None),
+                                               (["--warm-start-epochs", "3"], True, 3),
+                                               (["--no-warm-start"], False, None)])
+def test_pipeline_run_passes_the_warm_start_flags(tmp_path, monkeypatch, flags, warm, epochs):
+    from tfx_pipeline import pipeline
+
+    (tmp_path / "events.csv").write_text("user_id,item_id,scene,timestamp\nu,i,feed,1\n")
+    seen = {}
+
+    def fake_run_locally(data, out, **kwargs):
+        seen.update(kwargs)
+        return str(tmp_path / "serving")
+
+    monkeypatch.setattr(pipeline, "run_locally", fake_run_locally)
+    assert cli.main(["pipeline", "run", "--data", str(tmp_path / "events.csv"),
+                     "--out", str(tmp_path / "out"), *flags]) == 0
+    assert seen["warm_start"] is warm
+    assert seen["model_config"].get("warm_start_epochs") == epochs
