@@ -15,9 +15,10 @@ every weight by name; both are plain numpy, for any model. For a DSPnet, `warm_s
 which axes are vocabulary indexed (`vocabulary_axes`: it builds a probe model with larger
 vocabularies and sees which dimensions follow them: the item table, the [MASK] row after it,
 per-scene kernels, the pointer's scene-pair biases, ...), reads the base model (an export of
-`dspnet_tf.export` with its vocabularies, e.g. the blessed model the TFX Trainer gets as
-`fn_args.base_model`, or a model in memory) and assigns the result. Optimizer slots are not carried: the optimizer starts
-fresh on the warm weights.
+`dspnet_tf.export`, e.g. the blessed model the TFX Trainer gets as `fn_args.base_model`, or a
+model in memory) and assigns the result. Optimizer slots are not carried: the optimizer starts
+fresh on the warm weights. The TFX Trainer writes each export's tokens beside it
+(`write_vocabularies`); a Keras user's own export needs them passed, or written the same way.
 
 Example (a Keras user's daily retrain):
   >>> model = DSPnet(DSPnetConfig(item_vocab_size=len(items_today), scene_vocab_size=8))
@@ -250,7 +251,8 @@ def vocabulary_axes(model: tf.keras.Model) -> Dict[str, Dict[int, str]]:
 
     A probe DSPnet with the same config but 3 more items and 5 more scenes is built; an axis
     3 longer in it follows the item vocabulary, 5 longer the scene vocabulary. So every table,
-    kernel and bias indexed by a vocabulary is found without a list to keep up to date.
+    kernel and bias indexed by a vocabulary is found without a list to keep up to date. The
+    probe costs a second model's memory for a moment (its item table is the model's size).
     """
     from dspnet_tf.models.dspnet import DSPnet  # pylint: disable=import-outside-toplevel
 
