@@ -170,7 +170,7 @@ class ServingModule(tf.Module):
             config = model.dspnet_config
             self.retrieval = FactorizedTopK(
                 model.item_encoder.embeddings, config.item_vocab_size, self.top_k,
-                config.max_len, retrieval, model._score_catalog, retrieval_options)
+                config.max_len, retrieval, retrieval_options)
 
     def _answer(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
         # One scene per event: a malformed request fails here (INVALID_ARGUMENT when served)

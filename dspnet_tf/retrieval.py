@@ -99,8 +99,6 @@ class FactorizedTopK(tf.Module):
       k: the K of the answer.
       history_length: the model's max_len (the candidates per query are K + max_len).
       method: "brute_force" (TFRS BruteForce: exact) or "scann" (TFRS ScaNN: approximate).
-      score_catalog: the model's `_score_catalog` (full-catalog logits of queries), used for
-        BruteForce's exact normaliser.
       scann_options: num_leaves (default about sqrt(N)), num_leaves_to_search (default about
         N / 20 leaves, at least 16), num_reordering_candidates (default 8 x the candidates per
         query), normaliser_sample (uniform items for the normaliser estimate, default 4096) and
@@ -110,7 +108,7 @@ class FactorizedTopK(tf.Module):
     """
 
     def __init__(self, embeddings: tf.Variable, vocab_size: int, k: int, history_length: int,
-                 method: str, score_catalog: Any,
+                 method: str,
                  scann_options: Optional[Mapping[str, Any]] = None,
                  candidates_per_query: Optional[int] = None) -> None:
         super().__init__(name=f"factorized_top_k_{method}")
@@ -124,7 +122,6 @@ class FactorizedTopK(tf.Module):
         self.candidates_per_query = min(int(candidates_per_query or k + history_length), real)
         self.embeddings = embeddings
         self.vocab_size = int(vocab_size)
-        object.__setattr__(self, "_score_catalog", score_catalog)  # a method, not state
         from tensorflow_recommenders.layers import factorized_top_k  # heavy import: only here
         table = tf.convert_to_tensor(embeddings)[RESERVED_IDS:vocab_size]
         identifiers = tf.range(RESERVED_IDS, vocab_size, dtype=tf.int32)
@@ -178,7 +175,7 @@ class FactorizedTopK(tf.Module):
         retrieved = tf.cast(retrieved, tf.int32)
         retrieved_logits = tf.einsum("nd,nmd->nm", flat, tf.gather(self.embeddings, retrieved))
         if self.method == "brute_force":
-            log_z = tf.reduce_logsumexp(self._score_catalog(queries), axis=-1)  # [B, S]
+            log_z = tf.reshape(self._exact_log_normaliser(flat), [batch, scenes])
         else:
             log_z = tf.reshape(self._estimated_log_normaliser(flat, retrieved, retrieved_logits),
                                [batch, scenes])
@@ -213,9 +210,28 @@ class FactorizedTopK(tf.Module):
                                                retrieved[:, tf.newaxis, :]), axis=-1)
         sample_logits = tf.where(was_retrieved, _IMPOSSIBLE,
                                  sample_logits + self.log_sample_scale)
-        oov_logit = tf.linalg.matvec(flat, self.embeddings[RESERVED_IDS - 1])[:, tf.newaxis]
-        return tf.reduce_logsumexp(tf.concat([retrieved_logits, oov_logit, sample_logits], 1),
-                                   axis=1)
+        return tf.reduce_logsumexp(
+            tf.concat([retrieved_logits, self._oov_logit(flat), sample_logits], 1), axis=1)
+
+    def _oov_logit(self, flat: tf.Tensor) -> tf.Tensor:
+        """The OOV row's logit [N, 1] (it is in the catalog softmax, never a candidate).
+
+        A gather, not `embeddings[1]`: once a variable has been gathered from, TensorFlow reads
+        it densely by copying it whole (copy-on-read), 256 MB per read at 1e6 x 64.
+        """
+        row = tf.gather(self.embeddings, [RESERVED_IDS - 1])
+        return tf.matmul(flat, row, transpose_b=True)
+
+    def _exact_log_normaliser(self, flat: tf.Tensor) -> tf.Tensor:
+        """log Z per query [N] over every item and the OOV row, exactly.
+
+        Against BruteForce's own copy of the table (`_candidates`, private in TFRS 0.7.x, which
+        requirements.lock pins): it is only ever read densely, so it is not copied per read as
+        the model's table is (see `_oov_logit`); the model's `_score_catalog` computes the
+        same sum (the padding row's logit is -1e9, nothing in a sum).
+        """
+        logits = tf.matmul(flat, self.index._candidates, transpose_b=True)  # pylint: disable=protected-access
+        return tf.reduce_logsumexp(tf.concat([self._oov_logit(flat), logits], axis=1), axis=1)
 
 
 def _at_given_scene(components: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

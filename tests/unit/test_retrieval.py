@@ -114,7 +114,7 @@ def test_candidates_settle_given_scenes_and_the_check_sees_sums_they_cannot():
     # Few candidates per query (K + 1: still enough for a given scene) make uncertain
     # next-event rows likely.
     index = FactorizedTopK(model.item_encoder.embeddings, len(item_tokens), k, MAX_LEN,
-                           "brute_force", model._score_catalog, candidates_per_query=k + 1)
+                           "brute_force", candidates_per_query=k + 1)
     items, scenes, _ = _requests(num_items, 64, seed=3)
     raw = _examples(items, scenes, [None] * 64)
     parsed = tf.io.parse_example(raw, {"item_history": tf.io.VarLenFeature(tf.string),
