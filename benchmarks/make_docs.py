@@ -181,6 +181,8 @@ BLOCKS: Dict[str, Dict[str, Callable[[pathlib.Path], str]]] = {
         "large-catalog": _results_md(RESULTS / "large_catalog"),
         "large-catalog-quality": _results_md(RESULTS / "large_catalog", "quality.md"),
         "serving-topk": _results_md(RESULTS / "serving_topk"),
+        "served-retrieval": _results_md(RESULTS / "served_retrieval"),
+        "warm-start": _results_md(RESULTS / "warm_start"),
         "pipeline-scaling": _results_md(RESULTS / "pipeline_scaling"),
         "serving-latency": _results_md(RESULTS / "serving", "serving.md"),
         "serving-load": _results_md(RESULTS / "serving_load", "serving_load.md"),

@@ -34,6 +34,7 @@ from dspnet_tf.config import RESERVED_IDS, example_length
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.prediction_head import exclude_leading_ids
 from dspnet_tf.retrieval import RETRIEVAL_METHODS, FactorizedTopK, describe
+from dspnet_tf.warm_start import write_vocabularies
 
 ITEM_HISTORY, SCENE_HISTORY, TARGET_SCENE = "item_history", "scene_history", "target_scene"
 RAW_FEATURE_SPEC = {
@@ -352,6 +353,8 @@ def export_serving_model(
     }
     # Written before saved_model.pb, so a version folder that looks complete has it too.
     write_export_metadata(export_dir, sorted(signatures), describe(module.retrieval))
+    # Each id's raw token: a later model warm starts from this one by token.
+    write_vocabularies(export_dir, item_tokens, scene_tokens)
     # Saving lists every training-only layer (augmenter, discriminator, ...) it skips, at
     # WARNING level; none of it is actionable for whoever exports, so keep the log readable.
     logger = tf.get_logger()

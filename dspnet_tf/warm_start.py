@@ -17,8 +17,8 @@ vocabularies and sees which dimensions follow them: the item table, the [MASK] r
 per-scene kernels, the pointer's scene-pair biases, ...), reads the base model (an export of
 `dspnet_tf.export`, e.g. the blessed model the TFX Trainer gets as `fn_args.base_model`, or a
 model in memory) and assigns the result. Optimizer slots are not carried: the optimizer starts
-fresh on the warm weights. The TFX Trainer writes each export's tokens beside it
-(`write_vocabularies`); a Keras user's own export needs them passed, or written the same way.
+fresh on the warm weights. Every export carries its tokens (`write_vocabularies`, called
+by `export_serving_model`).
 
 Example (a Keras user's daily retrain):
   >>> model = DSPnet(DSPnetConfig(item_vocab_size=len(items_today), scene_vocab_size=8))
@@ -293,8 +293,8 @@ def read_exported_model(export_dir: str, tokens: Optional[Dict[str, List[str]]] 
 
     Reads the checkpoint and the object graph, not the serving graph: fast, and no TF
     Transform ops are needed. The vocabularies come from `tokens` if given, else from the
-    export's `assets.extra/dspnet_vocabularies.json` (`write_vocabularies`; the TFX Trainer
-    writes it next to every model it exports).
+    export's `assets.extra/dspnet_vocabularies.json` (`write_vocabularies`; every
+    `export_serving_model` writes it).
 
     Raises:
       WarmStartError: naming the path and what is missing or unreadable.

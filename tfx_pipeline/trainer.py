@@ -21,7 +21,7 @@ from dspnet_tf.distribution import strategy_scope
 from dspnet_tf.export import export_serving_model
 from dspnet_tf.optimizers import LazyAdam
 from dspnet_tf.resilience import resilient_callbacks
-from dspnet_tf.warm_start import warm_start, write_vocabularies
+from dspnet_tf.warm_start import warm_start
 from tfx_pipeline import features
 
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20,
@@ -151,8 +151,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     export_serving_model(model, fn_args.serving_model_dir, tft_layer, item_tokens, scene_tokens,
                          top_k=int(train_options["top_k"]),
                          retrieval=str(train_options["retrieval"]))
-    # Each id's raw token beside the model: tomorrow's Trainer warm starts from it by token.
-    write_vocabularies(fn_args.serving_model_dir, item_tokens, scene_tokens)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, WARM_START_FILE), "w") as handle:
         handle.write(json.dumps(record, indent=1))
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as handle:
