@@ -6,6 +6,8 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from dspnet_tf.layers.dropout import Dropout
+
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
 class SequenceFeatureEnhancement(tf.keras.layers.Layer):
@@ -82,7 +84,7 @@ class SequenceFeatureEnhancement(tf.keras.layers.Layer):
                 for i in range(self.depth - 1)
             ]
             self.hidden_dropouts = [
-                tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+                Dropout(self.dropout_rate, dtype=policy)
                 for _ in range(self.depth - 1)
             ]
             self.output_layer = tf.keras.layers.Dense(

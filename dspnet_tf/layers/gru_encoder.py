@@ -6,6 +6,8 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from dspnet_tf.layers.dropout import Dropout
+
 from dspnet_tf.layers.token_table import TiedTokenTableMixin
 
 
@@ -39,7 +41,7 @@ class GRUSequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
             embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
             name="token_embedding", dtype=policy,
         )
-        self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.embedding_dropout = Dropout(self.dropout_rate, dtype=policy)
         self.gru = tf.keras.layers.GRU(self.dim, return_sequences=True, name="gru", dtype=policy)
         # As in `SequenceEncoder`: embeddings scaled by sqrt(dim) in, LayerNorm out. Without
         # them the GRU reads 0.02-scale inputs and emits tanh-bounded states, learns many times

@@ -6,6 +6,8 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from dspnet_tf.layers.dropout import Dropout
+
 from dspnet_tf.layers.token_table import TiedTokenTableMixin
 
 from dspnet_tf.layers.transformer_block import TransformerBlock
@@ -75,7 +77,7 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
             self.max_len, self.dim, embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
             name="position_embedding", dtype=policy,
         )
-        self.embedding_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.embedding_dropout = Dropout(self.dropout_rate, dtype=policy)
         self.blocks = [
             TransformerBlock(
                 dim=self.dim,

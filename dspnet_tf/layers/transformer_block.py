@@ -6,6 +6,8 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from dspnet_tf.layers.dropout import Dropout
+
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
 class TransformerBlock(tf.keras.layers.Layer):
@@ -45,12 +47,12 @@ class TransformerBlock(tf.keras.layers.Layer):
             dropout=self.dropout_rate,
             dtype=policy,
         )
-        self.attention_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.attention_dropout = Dropout(self.dropout_rate, dtype=policy)
         self.ffn_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy)
         self.ffn_hidden = tf.keras.layers.Dense(self.ffn_dim, activation="gelu", dtype=policy)
-        self.ffn_hidden_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.ffn_hidden_dropout = Dropout(self.dropout_rate, dtype=policy)
         self.ffn_out = tf.keras.layers.Dense(self.dim, dtype=policy)
-        self.ffn_dropout = tf.keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        self.ffn_dropout = Dropout(self.dropout_rate, dtype=policy)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Builds the attention's weights now, so a checkpoint or SavedModel restore finds them."""
@@ -61,6 +63,9 @@ class TransformerBlock(tf.keras.layers.Layer):
             self.attention._build_from_signature(  # pylint: disable=protected-access
                 query=input_shape, value=input_shape
             )
+            # The attention weights' dropout too (no weights of its own: checkpoints unchanged).
+            self.attention._dropout_layer = Dropout(  # pylint: disable=protected-access
+                self.dropout_rate, dtype=self.dtype_policy)
         super().build(input_shape)
 
     def call(
