@@ -330,10 +330,11 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--item-dim", type=_positive_int, help="item network width (default: 64)")
     parser.add_argument("--scene-dim", type=_positive_int, help="scene network width (default: 16)")
     _add_precision_option(parser, "on the Trainer's machine")
-    parser.add_argument("--retrieval", choices=("exact", "brute_force", "scann"),
-                        help="how the pushed model finds its top K: 'exact' scores the whole "
-                             "catalog (default); 'brute_force' retrieves candidates with TFRS's "
-                             "BruteForce index, same answers; 'scann' with TFRS's ScaNN index, "
+    parser.add_argument("--retrieval", choices=("auto", "exact", "brute_force", "scann"),
+                        help="how the pushed model finds its top K: 'brute_force' (what 'auto', "
+                             "the default, picks from 10,000 items) retrieves candidates with "
+                             "TFRS's BruteForce index and gives the same answers as 'exact', "
+                             "which scores the whole catalog; 'scann' uses TFRS's ScaNN index, "
                              "approximate and sub-linear in the catalog (1e5+ items; served by "
                              "'dspnet serve', not by the stock TF Serving binary)")
     parser.add_argument("--max-events", type=_positive_int, default=200,

@@ -33,7 +33,7 @@ from dspnet_tf._version import __version__
 from dspnet_tf.config import RESERVED_IDS, example_length
 from dspnet_tf.evaluation.ranking import hit_rate, ndcg, pessimistic_rank
 from dspnet_tf.layers.prediction_head import exclude_leading_ids
-from dspnet_tf.retrieval import RETRIEVAL_METHODS, FactorizedTopK, describe
+from dspnet_tf.retrieval import FactorizedTopK, describe, resolve_retrieval
 from dspnet_tf.warm_start import write_vocabularies
 
 ITEM_HISTORY, SCENE_HISTORY, TARGET_SCENE = "item_history", "scene_history", "target_scene"
@@ -140,7 +140,7 @@ class ServingModule(tf.Module):
         item_tokens: Sequence[str],
         scene_tokens: Sequence[str],
         top_k: int = 20,
-        retrieval: str = "exact",
+        retrieval: str = "auto",
         retrieval_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__(name="dspnet_serving")
@@ -159,15 +159,9 @@ class ServingModule(tf.Module):
         # log 1/rank: a Zipf-shaped stand-in for popularity, in vocabulary (frequency) order.
         ranks = tf.range(1, len(item_tokens) - RESERVED_IDS + 1, dtype=tf.float32)
         self.popularity_prior = -tf.math.log(ranks)
-        if retrieval not in RETRIEVAL_METHODS:
-            raise ValueError(f"retrieval={retrieval!r}: choose one of "
-                             f"{', '.join(RETRIEVAL_METHODS)}")
+        retrieval = resolve_retrieval(retrieval, model)
         self.retrieval = None
         if retrieval != "exact":
-            if not hasattr(model, "answer_components"):
-                raise ValueError(f"retrieval={retrieval!r} needs a DSPnet-family model (its "
-                                 f"answer_components); {type(model).__name__} has none: "
-                                 "export it with retrieval='exact'")
             config = model.dspnet_config
             self.retrieval = FactorizedTopK(
                 model.item_encoder.embeddings, config.item_vocab_size, self.top_k,
@@ -308,7 +302,7 @@ def export_serving_model(
     item_tokens: Sequence[str],
     scene_tokens: Sequence[str],
     top_k: int = 20,
-    retrieval: str = "exact",
+    retrieval: str = "auto",
     retrieval_options: Optional[Dict[str, Any]] = None,
 ) -> str:
     """Writes a SavedModel with the signatures of the module docstring, and its metadata JSON.
@@ -330,11 +324,14 @@ def export_serving_model(
       item_tokens: raw item id of each model id (0 padding, 1 OOV first).
       scene_tokens: raw scene name of each model scene id (same convention).
       top_k: K of `item_ids` / `item_scores`.
-      retrieval: how the served top K is found. "exact" (default): the whole catalog's scores
-        and `tf.math.top_k`. "brute_force": TFRS's BruteForce index over the item table, its
-        candidates merged with the history and rescored (`dspnet_tf.retrieval`); the same
-        answers as "exact", with a full-ranking fallback where the candidates cannot settle a
-        next-event row. "scann": TFRS's ScaNN index, approximate, with the catalog normaliser
+      retrieval: how the served top K is found. "auto" (default): "brute_force" for DSPnet
+        and its baselines from 10,000 items (`retrieval.BRUTE_FORCE_MIN_ITEMS`), else "exact":
+        the faster of the two, same answers. "brute_force": TFRS's BruteForce index
+        over the item table, its candidates merged with the history and rescored
+        (`dspnet_tf.retrieval`); the same answers as "exact", with a full-ranking fallback
+        where the candidates cannot settle a next-event row; faster than "exact" from about
+        10,000 items on (benchmarks/served_retrieval.py). "exact": the whole
+        catalog's scores and `tf.math.top_k`. "scann": TFRS's ScaNN index, approximate, with the catalog normaliser
         estimated from a sample; sub-linear in the catalog, for 1e5+ items. A ScaNN export
         loads only where `scann` is imported first (`dspnet serve` does it; the stock TF
         Serving binary cannot serve it).

@@ -36,7 +36,32 @@ import tensorflow as tf
 
 from dspnet_tf.config import RESERVED_IDS
 
-RETRIEVAL_METHODS = ("exact", "brute_force", "scann")
+RETRIEVAL_METHODS = ("auto", "exact", "brute_force", "scann")
+
+
+# "auto" picks BruteForce from this many items: measured at batch 1 with the default widths
+# (benchmarks/served_retrieval.py and the same functions at 2,000 items), the dense path is
+# faster below it (its one matmul and top_k beat the candidates' gathers and two conds) and
+# BruteForce from it on, increasingly with the catalog.
+BRUTE_FORCE_MIN_ITEMS = 10_000
+
+
+def resolve_retrieval(method: str, model: Any) -> str:
+    """"auto" -> "brute_force" for a model that gives `answer_components` (DSPnet and every
+    baseline built from it) with at least `BRUTE_FORCE_MIN_ITEMS` items, else "exact" (the
+    same answers); any other method is checked and returned."""
+    if method not in RETRIEVAL_METHODS:
+        raise ValueError(f"retrieval={method!r}: choose one of {', '.join(RETRIEVAL_METHODS)}")
+    factorized = hasattr(model, "answer_components")
+    if method == "auto":
+        large = (factorized and model.dspnet_config.item_vocab_size - RESERVED_IDS
+                 >= BRUTE_FORCE_MIN_ITEMS)
+        return "brute_force" if large else "exact"
+    if method != "exact" and not factorized:
+        raise ValueError(f"retrieval={method!r} needs a DSPnet-family model (its "
+                         f"answer_components); {type(model).__name__} has none: export it with "
+                         "retrieval='exact'")
+    return method
 _IMPOSSIBLE = -1e9
 # ScaNN's defaults, from benchmarks/serving_topk.py's calibrations (recall@10 >= 0.99 at 1e4 to
 # 1e6 items with about sqrt(N) leaves), widened because the served answer needs K + L candidates

@@ -26,7 +26,7 @@ from tfx_pipeline import features
 
 TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 256, "learning_rate": 1e-3, "top_k": 20,
                   "distribution": "default", "optimizer": "adam", "batch_by_length": False,
-                  "warm_start_epochs": 1, "retrieval": "exact"}
+                  "warm_start_epochs": 1, "retrieval": "auto"}
 WARM_START_FILE = "warm_start.json"  # in the model run folder: what the warm start did
 OPTIMIZERS = {"adam": tf.keras.optimizers.Adam, "lazy_adam": LazyAdam}
 

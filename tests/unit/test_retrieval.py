@@ -76,9 +76,10 @@ def _answers(module, examples):
 def _assert_same_ranking(exact, found):
     exact_ids, exact_scores, exact_scenes = exact
     ids, scores, scenes = found
-    np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-5)
+    # Log-probabilities near 0 differ in the last float32 bits (the sums run in another order).
+    np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=5e-5)
     # Ids equal, except where two items tie to float rounding (their order is then arbitrary).
-    tied = np.isclose(exact_scores[:, 1:], exact_scores[:, :-1], rtol=0, atol=1e-5)
+    tied = np.isclose(exact_scores[:, 1:], exact_scores[:, :-1], rtol=0, atol=5e-5)
     differ = ids != exact_ids
     for row, position in zip(*np.nonzero(differ)):
         near = (position > 0 and tied[row, position - 1]) or (
@@ -93,7 +94,8 @@ def test_brute_force_answers_equal_the_exact_ranking(repeat_pointer, marginal):
     num_items = 300
     model, item_tokens, scene_tokens = _model(num_items, repeat_pointer, marginal)
     preprocess = VocabularyPreprocess(item_tokens, scene_tokens, MAX_LEN)
-    exact = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k=10)
+    exact = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k=10,
+                          retrieval="exact")
     brute = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k=10,
                           retrieval="brute_force")
     examples = _examples(*_requests(num_items, 96, seed=1))
@@ -140,7 +142,7 @@ def test_brute_force_export_round_trip_and_metadata(tmp_path):
     num_items = 120
     model, item_tokens, scene_tokens = _model(num_items, repeat_pointer=True)
     exact_dir = export_serving_model(model, str(tmp_path / "exact"), None, item_tokens,
-                                     scene_tokens, top_k=5)
+                                     scene_tokens, top_k=5, retrieval="exact")
     brute_dir = export_serving_model(model, str(tmp_path / "brute"), None, item_tokens,
                                      scene_tokens, top_k=5, retrieval="brute_force")
     assert read_export_metadata(brute_dir)["retrieval"] == "brute_force"
@@ -165,7 +167,8 @@ def test_scann_export_recalls_the_exact_top_k(tmp_path):
     num_items = 2000
     model, item_tokens, scene_tokens = _model(num_items, repeat_pointer=True)
     preprocess = VocabularyPreprocess(item_tokens, scene_tokens, MAX_LEN)
-    exact = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k=10)
+    exact = ServingModule(model, preprocess, item_tokens, scene_tokens, top_k=10,
+                          retrieval="exact")
     # Every leaf searched and many reordered: isotropic random items are ScaNN's worst case,
     # and this test is about the merge and the normaliser estimate, not the index's recall
     # (benchmarks/serving_topk.py measures that, calibrated, on structured items).
@@ -194,3 +197,19 @@ def test_pipeline_compile_carries_the_retrieval_to_the_trainer(tmp_path):
     trainer = json.loads(open(out).read())["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"]
     custom = trainer["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constantValue"]
     assert json.loads(custom.get("stringValue", custom))["retrieval"] == "scann"
+
+
+def test_auto_is_brute_force_for_large_dspnet_catalogs_else_exact():
+    from dspnet_tf.retrieval import resolve_retrieval
+
+    class Plain:  # e.g. BERT4Rec: no per-scene queries to search with
+        pass
+
+    small, _, _ = _model(20, repeat_pointer=False)
+    large, _, _ = _model(10_000, repeat_pointer=False)
+    assert resolve_retrieval("auto", small) == "exact"
+    assert resolve_retrieval("auto", large) == "brute_force"
+    assert resolve_retrieval("brute_force", small) == "brute_force"
+    assert resolve_retrieval("auto", Plain()) == "exact"
+    with pytest.raises(ValueError, match="retrieval='exact'"):
+        resolve_retrieval("scann", Plain())
