@@ -710,14 +710,17 @@ class DSPnet(tf.keras.Model):
         else:
             # The [B, L, catalog] product in the compute dtype: the training step's largest.
             # (A name scope of its own, so a profile can tell its ops and gradients apart.)
+            # The pointer outside that scope: a layer built inside a name scope gets it in its
+            # weights' names, which the warm start maps weights by (dspnet_tf.warm_start).
+            pointer = (None if self.repeat_pointer is None
+                       else self._point(query, encoded, target_scene))
             with tf.name_scope("catalog_softmax"):
                 logits = self._score_catalog(query, full_precision=False)
-                if self.repeat_pointer is None:
+                if pointer is None:
                     item_loss = masked_softmax_cross_entropy(logits, next_items, weights)
                 else:
                     item_loss = masked_negative_log_likelihood(target_log_likelihood(
-                        logits, next_items, items, *self._point(query, encoded, target_scene)),
-                        weights)
+                        logits, next_items, items, *pointer), weights)
         scene_loss = masked_softmax_cross_entropy(self.scene_logits(z_in), next_scenes,
                                                   self._scene_weights(next_scenes, weights))
         total = item_loss + c.alpha * scene_loss
