@@ -213,3 +213,35 @@ def test_auto_is_brute_force_for_large_dspnet_catalogs_else_exact():
     assert resolve_retrieval("auto", Plain()) == "exact"
     with pytest.raises(ValueError, match="retrieval='exact'"):
         resolve_retrieval("scann", Plain())
+
+
+def test_the_server_loads_a_scann_export_in_a_fresh_process(tmp_path):
+    """A ScaNN export needs scann's ops registered before it loads; the server's model manager
+    registers them from the export's metadata (a fresh process has not imported scann)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("scann")
+    model, item_tokens, scene_tokens = _model(300, repeat_pointer=True)
+    export_dir = export_serving_model(model, str(tmp_path / "1"), None, item_tokens,
+                                      scene_tokens, top_k=5, retrieval="scann")
+    script = (
+        "import sys, dspnet_tf, tensorflow as tf\n"
+        "from serving.model_manager import _load_custom_ops\n"
+        "assert 'scann' not in sys.modules\n"
+        "path = sys.argv[1]\n"
+        "try:\n"
+        "    tf.saved_model.load(path)\n"
+        "    print('loaded without scann')\n"
+        "except Exception as error:\n"
+        "    print('refused without scann:', type(error).__name__)\n"
+        "_load_custom_ops(path)\n"
+        "served = tf.saved_model.load(path).signatures['serving_default']\n"
+        "from dspnet_tf.export import make_history_example\n"
+        "out = served(examples=tf.constant([make_history_example(['i1', 'i2'], ['feed', 'cart'])]))\n"
+        "print('answered', out['item_ids'].shape[1])\n")
+    run = subprocess.run([sys.executable, "-c", script, export_dir], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "refused without scann" in run.stdout
+    assert "answered 5" in run.stdout
