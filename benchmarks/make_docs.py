@@ -106,6 +106,20 @@ def _results_md(folder: pathlib.Path, name: str = "results.md") -> Callable:
     return render
 
 
+def _main_tables(folder: pathlib.Path) -> Callable:
+    """A quality run's results.md up to its oracle-gap study: settings, both main tables and
+    the scene lift (its headings one level down, to sit under a section of the doc)."""
+    def render(doc: pathlib.Path) -> str:
+        text = (folder / "results.md").read_text(encoding="utf-8").splitlines()
+        stop = next((i for i, line in enumerate(text) if line.startswith("## Where the")),
+                    len(text))
+        body = [("###" + line[2:]) if line.startswith("## ") else line
+                for line in text[:stop] if not line.startswith("# ")]
+        return f"Results file: {_link(folder / 'results.json', doc)}.\n\n" + \
+            "\n".join(body).strip()
+    return render
+
+
 def render_at_a_glance(doc: pathlib.Path) -> str:
     quality = _json(QUALITY_MAIN / "results.json")
     ins, nxt = quality["tasks"]["in_scene"], quality["tasks"]["next_event"]
@@ -175,6 +189,7 @@ BLOCKS: Dict[str, Dict[str, Callable[[pathlib.Path], str]]] = {
     "benchmarks/QUALITY.md": {
         "quality-current": render_quality,
         "new-user-movielens": _results_md(RESULTS / "new_user_movielens", "summary.md"),
+        "bf16-default-world": _main_tables(RESULTS / "quality_bf16_default_world"),
     },
     "benchmarks/SPEED_AND_SCALE.md": {
         "train-throughput": _results_md(RESULTS / "train_throughput"),
