@@ -16,6 +16,9 @@ integer ids. Signatures:
   * `encode_users`: the fused representation z after each history's last event
     (`user_embedding` [B, item_dim]), for retrieval indexes and latent-space plots.
 
+The top K is found over the whole catalog's scores, or through a TFRS factorized index
+(`retrieval=`, `dspnet_tf.retrieval`).
+
 Besides the graph, an export carries `assets.extra/dspnet_metadata.json` (TF Serving's folder for
 files it does not load): the dspnet_tf and TensorFlow versions that wrote it and the signature
 names, readable without TensorFlow, e.g. to tell which release produced a served model.
@@ -324,17 +327,18 @@ def export_serving_model(
       item_tokens: raw item id of each model id (0 padding, 1 OOV first).
       scene_tokens: raw scene name of each model scene id (same convention).
       top_k: K of `item_ids` / `item_scores`.
-      retrieval: how the served top K is found. "auto" (default): "brute_force" for DSPnet
-        and its baselines from 10,000 items (`retrieval.BRUTE_FORCE_MIN_ITEMS`), else "exact":
-        the faster of the two, same answers. "brute_force": TFRS's BruteForce index
-        over the item table, its candidates merged with the history and rescored
-        (`dspnet_tf.retrieval`); the same answers as "exact", with a full-ranking fallback
-        where the candidates cannot settle a next-event row; faster than "exact" from about
-        10,000 items on (benchmarks/served_retrieval.py). "exact": the whole
-        catalog's scores and `tf.math.top_k`. "scann": TFRS's ScaNN index, approximate, with the catalog normaliser
-        estimated from a sample; sub-linear in the catalog, for 1e5+ items. A ScaNN export
-        loads only where `scann` is imported first (`dspnet serve` does it; the stock TF
-        Serving binary cannot serve it).
+      retrieval: how the served top K is found.
+        "auto" (default): "brute_force" for DSPnet and its baselines from 10,000 items
+        (`retrieval.BRUTE_FORCE_MIN_ITEMS`), else "exact": the faster of the two, same answers.
+        "brute_force": TFRS's BruteForce index over the item table, its candidates merged with
+        the history and rescored (`dspnet_tf.retrieval`); the same answers as "exact", with a
+        full-ranking fallback where the candidates cannot settle a next-event row; faster
+        than "exact" from about 10,000 items on (benchmarks/served_retrieval.py).
+        "exact": the whole catalog's scores and `tf.math.top_k`.
+        "scann": TFRS's ScaNN index, approximate, with the catalog normaliser estimated from a
+        sample; sub-linear in the catalog, for 1e5+ items. A ScaNN export loads only where
+        `scann` is imported first (`dspnet serve` does it; the stock TF Serving binary cannot
+        serve it).
       retrieval_options: ScaNN's settings (`dspnet_tf.retrieval.SCANN_DEFAULTS`).
     """
     if preprocess is None:
