@@ -255,7 +255,8 @@ class FactorizedTopK(tf.Module):
         the model's table is (see `_oov_logit`); the model's `_score_catalog` computes the
         same sum (the padding row's logit is -1e9, nothing in a sum).
         """
-        logits = tf.matmul(flat, self.index._candidates, transpose_b=True)  # pylint: disable=protected-access
+        table = self.index._candidates  # pylint: disable=protected-access
+        logits = tf.matmul(flat, table, transpose_b=True)
         return tf.reduce_logsumexp(tf.concat([self._oov_logit(flat), logits], axis=1), axis=1)
 
 
