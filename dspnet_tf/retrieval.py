@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from dspnet_tf.config import RESERVED_IDS
+from dspnet_tf.layers.repeat_pointer import log_add_exp
 
 RETRIEVAL_METHODS = ("auto", "exact", "brute_force", "scann")
 
@@ -107,8 +108,8 @@ def candidate_scores(logits: tf.Tensor, candidates: tf.Tensor,
                       tf.float32)  # [B, C, L]
     position_mass = tf.exp(components["log_gate"][:, :, tf.newaxis] + components["log_pointer"])
     mass = tf.einsum("bsl,bcl->bsc", position_mass, matches)
-    larger = tf.maximum(catalog, tf.math.log(tf.maximum(mass, 1e-30)))
-    mixed = larger + tf.math.log(tf.exp(catalog - larger) + mass * tf.exp(-larger))
+    # As `mixture_log_probs` combines them for the whole catalog.
+    mixed = log_add_exp(catalog, tf.math.log(tf.maximum(mass, 1e-30)))
     scores = tf.where(mass > 0, mixed, catalog)
     return tf.reduce_logsumexp(components["log_weights"][:, :, tf.newaxis] + scores, axis=1)
 
@@ -146,7 +147,6 @@ class FactorizedTopK(tf.Module):
         self.method, self.k = method, int(k)
         self.candidates_per_query = min(int(candidates_per_query or k + history_length), real)
         self.embeddings = embeddings
-        self.vocab_size = int(vocab_size)
         from tensorflow_recommenders.layers import factorized_top_k  # heavy import: only here
         table = tf.convert_to_tensor(embeddings)[RESERVED_IDS:vocab_size]
         identifiers = tf.range(RESERVED_IDS, vocab_size, dtype=tf.int32)

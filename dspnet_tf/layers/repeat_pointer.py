@@ -135,7 +135,7 @@ class RepeatPointer(tf.keras.layers.Layer):
         return config
 
 
-def _log_add_exp(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+def log_add_exp(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """log(exp(a) + exp(b)), stable for very negative arguments."""
     larger = tf.maximum(a, b)
     return larger + tf.math.log(tf.exp(a - larger) + tf.exp(b - larger))
@@ -170,7 +170,7 @@ def mixture_target_log_likelihood(catalog_log_prob: tf.Tensor, targets: tf.Tenso
     matches = tf.cast(history_items, tf.int32)[:, tf.newaxis, :] == targets[:, :, tf.newaxis]
     pointer_log_prob = tf.reduce_logsumexp(
         tf.where(matches, log_pointer, tf.cast(_IMPOSSIBLE, log_pointer.dtype)), axis=-1)
-    return _log_add_exp(log_keep + catalog_log_prob, log_gate + pointer_log_prob)
+    return log_add_exp(log_keep + catalog_log_prob, log_gate + pointer_log_prob)
 
 
 def mixture_log_probs(catalog_logits: tf.Tensor, history_items: tf.Tensor, log_gate: tf.Tensor,
@@ -195,4 +195,4 @@ def mixture_log_probs(catalog_logits: tf.Tensor, history_items: tf.Tensor, log_g
                                         tf.stack([rows, history_items], axis=-1), pointer_mass)
     # The floor keeps log finite (and its gradient defined) where nothing was returned.
     log_returned = tf.math.log(tf.maximum(returned, 1e-30))
-    return tf.where(returned > 0, _log_add_exp(catalog, log_returned), catalog)
+    return tf.where(returned > 0, log_add_exp(catalog, log_returned), catalog)
