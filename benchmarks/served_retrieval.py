@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from dspnet_tf import DSPnet, DSPnetConfig  # noqa: E402
-from dspnet_tf.export import ServingModule, VocabularyPreprocess, make_history_example  # noqa: E402
+from dspnet_tf.export import (RAW_FEATURE_SPEC, ServingModule, VocabularyPreprocess,  # noqa: E402
+                              make_history_example)
 from dspnet_tf.retrieval import FactorizedTopK  # noqa: E402
 from serving_topk import sample  # noqa: E402  (the clustered item distribution)
 
@@ -152,17 +153,9 @@ def run_size(n: int, args) -> Dict:
     exact_ids = np.concatenate(answers["exact"])
     in_scene = np.arange(len(timed)) % 2 == 1
     # How often brute_force needed the full ranking: the same check, run on its own.
-    parsed = tf.io.parse_example(tf.constant(timed), {
-        "item_history": tf.io.VarLenFeature(tf.string),
-        "scene_history": tf.io.VarLenFeature(tf.string),
-        "target_scene": tf.io.VarLenFeature(tf.string)})
-    inputs = brute_module.preprocess({"item_history": parsed["item_history"],
-                                      "scene_history": parsed["scene_history"]})
-    target = tf.sparse.to_dense(parsed["target_scene"], default_value="")
-    target = brute_module.scene_table.lookup(tf.pad(target, [[0, 0], [0, 1]])[:, 0])
+    inputs = brute_module.model_inputs(tf.io.parse_example(tf.constant(timed), RAW_FEATURE_SPEC))
     index: FactorizedTopK = brute_module.retrieval
-    _, _, certain = index(model.answer_components({**inputs, "target_scene": target}),
-                          model.answers_are_log_probs)
+    _, _, certain = index(model.answer_components(inputs), model.answers_are_log_probs)
     rows = []
     for method in METHODS:
         ms = np.asarray(latencies[method]) * 1e3

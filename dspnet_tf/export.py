@@ -182,18 +182,10 @@ class ServingModule(tf.Module):
         one_target = tf.reduce_all(sparse_rows(raw[TARGET_SCENE]).row_lengths() <= 1)
         tf.raw_ops.Assert(condition=one_target,
                           data=["target_scene must hold at most one scene per example"])
-        transformed = self.preprocess(
-            {ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]}
-        )
-        # A missing target scene reads as "" (one padding column guarantees a column 0),
-        # which the table maps to 0: "not given".
-        target = tf.sparse.to_dense(raw[TARGET_SCENE], default_value="")
-        target = self.scene_table.lookup(tf.pad(target, [[0, 0], [0, 1]])[:, 0])
-        inputs = {"item_ids": transformed["item_ids"], "scene_ids": transformed["scene_ids"],
-                  "target_scene": target}
+        inputs = self.model_inputs(raw)
         # An empty history carries no signal, so every item scores alike; answer it with the
         # most frequent items instead (both TFT's and our vocabularies are frequency ordered).
-        empty = tf.reduce_all(transformed["item_ids"] == 0, axis=1, keepdims=True)
+        empty = tf.reduce_all(inputs["item_ids"] == 0, axis=1, keepdims=True)
         if self.retrieval is None:
             item_scores, item_index, scene_logits = self._dense_top_k(inputs, empty)
         else:
@@ -220,6 +212,18 @@ class ServingModule(tf.Module):
             "scene_ids": tf.gather(self.scene_tokens, scene_index + RESERVED_IDS),
             "scene_probs": scene_probs,
         }
+
+    def model_inputs(self, raw: Dict[str, tf.SparseTensor]) -> Dict[str, tf.Tensor]:
+        """Parsed raw features -> the model's inputs: item_ids, scene_ids, target_scene."""
+        transformed = self.preprocess(
+            {ITEM_HISTORY: raw[ITEM_HISTORY], SCENE_HISTORY: raw[SCENE_HISTORY]}
+        )
+        # A missing target scene reads as "" (one padding column guarantees a column 0),
+        # which the table maps to 0: "not given".
+        target = tf.sparse.to_dense(raw[TARGET_SCENE], default_value="")
+        target = self.scene_table.lookup(tf.pad(target, [[0, 0], [0, 1]])[:, 0])
+        return {"item_ids": transformed["item_ids"], "scene_ids": transformed["scene_ids"],
+                "target_scene": target}
 
     def _dense_top_k(self, inputs: Dict[str, tf.Tensor], empty: tf.Tensor
                      ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
