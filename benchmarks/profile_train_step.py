@@ -36,7 +36,6 @@ import time
 from typing import Dict, Optional
 
 import dspnet_tf  # noqa: F401  (Keras 2 before TensorFlow)
-import numpy as np
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -117,11 +116,7 @@ def profile(name: str, precision: str, steps: int, batch: int, warmup_epochs: in
     """Profiles one epoch of `steps` fit steps of the benchmark model `name` under `precision`."""
     args = argparse.Namespace(items=2000, max_len=50, item_dim=64, batch_size=batch, steps=steps)
     config = train_throughput.model_configs(args)[name].replace(precision=precision)
-    rng = np.random.default_rng(0)
-    items = rng.integers(2, config.item_vocab_size, size=(batch * steps, config.max_len))
-    scenes = rng.integers(2, config.scene_vocab_size, size=(batch * steps, config.max_len))
-    data = tf.data.Dataset.from_tensor_slices({"item_ids": items, "scene_ids": scenes})
-    data = data.batch(batch, drop_remainder=True).cache()
+    data = train_throughput.random_sequences(config, batch, steps)
     tf.keras.utils.set_random_seed(0)
     model = dspnet_tf.DSPnet(config)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))

@@ -125,13 +125,18 @@ def matmul_peak(seconds: float = 3.0, dtype: str = "float32") -> Dict[str, float
     return best
 
 
-def measure(config: DSPnetConfig, batch: int, jit: bool, steps: int) -> Dict[str, float]:
-    """Sequences/s of model.fit steps on full-length random sequences (the second epoch)."""
+def random_sequences(config: DSPnetConfig, batch: int, steps: int) -> tf.data.Dataset:
+    """`steps` cached batches of full-length random item / scene sequences (seed 0)."""
     rng = np.random.default_rng(0)
     items = rng.integers(2, config.item_vocab_size, size=(batch * steps, config.max_len))
     scenes = rng.integers(2, config.scene_vocab_size, size=(batch * steps, config.max_len))
     data = tf.data.Dataset.from_tensor_slices({"item_ids": items, "scene_ids": scenes})
-    data = data.batch(batch, drop_remainder=True).cache()
+    return data.batch(batch, drop_remainder=True).cache()
+
+
+def measure(config: DSPnetConfig, batch: int, jit: bool, steps: int) -> Dict[str, float]:
+    """Sequences/s of model.fit steps on full-length random sequences (the second epoch)."""
+    data = random_sequences(config, batch, steps)
     tf.keras.utils.set_random_seed(0)
     model = DSPnet(config)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3), jit_compile=jit)
