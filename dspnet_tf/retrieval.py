@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from dspnet_tf.config import RESERVED_IDS
-from dspnet_tf.layers.repeat_pointer import log_add_exp
+from dspnet_tf.layers.repeat_pointer import IMPOSSIBLE, log_add_exp
 
 RETRIEVAL_METHODS = ("auto", "exact", "brute_force", "scann")
 
@@ -63,7 +63,6 @@ def resolve_retrieval(method: str, model: Any) -> str:
                          f"answer_components); {type(model).__name__} has none: export it with "
                          "retrieval='exact'")
     return method
-_IMPOSSIBLE = -1e9
 # ScaNN's defaults, from benchmarks/serving_topk.py's calibrations (recall@10 >= 0.99 at 1e4 to
 # 1e6 items with about sqrt(N) leaves), widened because the served answer needs K + L candidates
 # per query rather than 10.
@@ -185,7 +184,7 @@ class FactorizedTopK(tf.Module):
         # A batch whose rows all name their target scene (every served list is shown on one
         # surface) needs one query per row, not one per scene: the others weigh nothing.
         weights = components["log_weights"]
-        one_scene = tf.reduce_all(tf.reduce_sum(tf.cast(weights > _IMPOSSIBLE / 2, tf.int32),
+        one_scene = tf.reduce_all(tf.reduce_sum(tf.cast(weights > IMPOSSIBLE / 2, tf.int32),
                                                 axis=1) == 1)
         return tf.cond(one_scene,
                        lambda: self._top_k(_at_given_scene(components), normalise),
@@ -212,7 +211,7 @@ class FactorizedTopK(tf.Module):
         usable = tf.logical_and(tf.logical_not(repeated), pool >= RESERVED_IDS)
         logits = tf.einsum("bsd,bcd->bsc", queries, tf.gather(self.embeddings, pool))
         scores = candidate_scores(logits, pool, components, log_z, normalise)
-        scores = tf.where(usable, scores, _IMPOSSIBLE)
+        scores = tf.where(usable, scores, IMPOSSIBLE)
         top_scores, top = tf.math.top_k(scores, self.k)
         ids = tf.gather(pool, top, batch_dims=1)
         if self.method == "scann":
@@ -233,7 +232,7 @@ class FactorizedTopK(tf.Module):
                                   transpose_b=True)  # [N, m]
         was_retrieved = tf.reduce_any(tf.equal(self.normaliser_sample[tf.newaxis, :, tf.newaxis],
                                                retrieved[:, tf.newaxis, :]), axis=-1)
-        sample_logits = tf.where(was_retrieved, _IMPOSSIBLE,
+        sample_logits = tf.where(was_retrieved, IMPOSSIBLE,
                                  sample_logits + self.log_sample_scale)
         return tf.reduce_logsumexp(
             tf.concat([retrieved_logits, self._oov_logit(flat), sample_logits], 1), axis=1)

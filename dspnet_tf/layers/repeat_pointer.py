@@ -11,7 +11,7 @@ from dspnet_tf.layers.history_attention import query_distances, scene_pair_score
 from dspnet_tf.precision import at_least_float32
 
 # Log-probability of "impossible" (a finite stand-in for -inf, so gradients stay finite).
-_IMPOSSIBLE = -1e9
+IMPOSSIBLE = -1e9
 
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
@@ -117,13 +117,13 @@ class RepeatPointer(tf.keras.layers.Layer):
             scores += scene_pair_scores(self.scene_pair_bias, query_scenes, key_scenes)
             gate_bias = tf.gather(self.scene_gate_bias, tf.cast(query_scenes, tf.int32))
         allowed = (distance >= 0)[tf.newaxis] & tf.cast(valid, tf.bool)[:, tf.newaxis, :]
-        scores = tf.where(allowed, scores, tf.cast(_IMPOSSIBLE, scores.dtype))
+        scores = tf.where(allowed, scores, tf.cast(IMPOSSIBLE, scores.dtype))
         log_pointer = tf.nn.log_softmax(scores, axis=-1)
-        log_pointer = tf.where(allowed, log_pointer, tf.cast(_IMPOSSIBLE, scores.dtype))
+        log_pointer = tf.where(allowed, log_pointer, tf.cast(IMPOSSIBLE, scores.dtype))
         gate_logit = at_least_float32(tf.squeeze(self.gate(query_states), axis=-1)) + gate_bias
         has_history = tf.reduce_any(allowed, axis=-1)
         log_gate = tf.where(has_history, tf.math.log_sigmoid(gate_logit),
-                            tf.cast(_IMPOSSIBLE, gate_logit.dtype))
+                            tf.cast(IMPOSSIBLE, gate_logit.dtype))
         log_keep = tf.where(has_history, tf.math.log_sigmoid(-gate_logit),
                             tf.zeros_like(gate_logit))
         return log_gate, log_keep, log_pointer
@@ -169,7 +169,7 @@ def mixture_target_log_likelihood(catalog_log_prob: tf.Tensor, targets: tf.Tenso
     targets = tf.cast(targets, tf.int32)
     matches = tf.cast(history_items, tf.int32)[:, tf.newaxis, :] == targets[:, :, tf.newaxis]
     pointer_log_prob = tf.reduce_logsumexp(
-        tf.where(matches, log_pointer, tf.cast(_IMPOSSIBLE, log_pointer.dtype)), axis=-1)
+        tf.where(matches, log_pointer, tf.cast(IMPOSSIBLE, log_pointer.dtype)), axis=-1)
     return log_add_exp(log_keep + catalog_log_prob, log_gate + pointer_log_prob)
 
 

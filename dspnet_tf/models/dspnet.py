@@ -25,6 +25,7 @@ from dspnet_tf.layers.gru_encoder import GRUSequenceEncoder
 from dspnet_tf.layers.feature_enhancement import SequenceFeatureEnhancement
 from dspnet_tf.layers.prediction_head import PredictionHead, exclude_leading_ids, score_all
 from dspnet_tf.layers.repeat_pointer import (
+    IMPOSSIBLE,
     RepeatPointer,
     mixture_log_probs,
     mixture_target_log_likelihood,
@@ -66,9 +67,6 @@ _SALT_ADV_SAMPLE = 23
 # Batches `fit` reads to count the training data's repeats when the config leaves the repeat
 # pointer to the data (64 x 256 histories: the share's standard error is well under 1 %).
 REPEAT_SHARE_PROBE_BATCHES = 64
-
-
-_IMPOSSIBLE = -1e9  # a log-probability that is 0 in float32 arithmetic
 
 
 def ids_in_vocab(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:
@@ -464,7 +462,7 @@ class DSPnet(tf.keras.Model):
             log_p_scene = tf.nn.log_softmax(self.scene_logits(z)[:, RESERVED_IDS:], axis=-1)
             if target is not None:
                 given = tf.one_hot(target - RESERVED_IDS, len(targets), on_value=0.0,
-                                   off_value=_IMPOSSIBLE)
+                                   off_value=IMPOSSIBLE)
                 log_p_scene = tf.where((target >= RESERVED_IDS)[:, tf.newaxis], given,
                                        log_p_scene)
         else:
@@ -473,8 +471,8 @@ class DSPnet(tf.keras.Model):
         parts = [self._query_and_pointer(z, scene, encoded) for scene in targets]
         length = tf.shape(items)[1]
         # (log_gate, log_keep, log_pointer) of a pointer that never points.
-        no_pointer = (tf.fill([batch], _IMPOSSIBLE), tf.zeros([batch]),
-                      tf.fill([batch, length], _IMPOSSIBLE))
+        no_pointer = (tf.fill([batch], IMPOSSIBLE), tf.zeros([batch]),
+                      tf.fill([batch, length], IMPOSSIBLE))
         pointers = [pointer if pointer is not None else no_pointer for _, pointer in parts]
         return {
             "queries": tf.stack([at_least_float32(query) for query, _ in parts], axis=1),
