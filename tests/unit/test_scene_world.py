@@ -1,5 +1,6 @@
 """Scene world: determinism, the behaviour of scenes, and an oracle that is exact."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -9,8 +10,9 @@ from dspnet_tf.data.scene_world import (CART, FAVORITES, LIVE, SEARCH, SceneWorl
                                         SceneWorldConfig, load_world)
 
 
-def brute_force_joint(world, user, items, scenes):
-    """P(next scene, next item | history) by enumerating every intent and governing-scene path."""
+def brute_force_joint(world, user, items, scenes, normalise=True):
+    """P(next scene, next item | history) by enumerating every intent and governing-scene path
+    (with `normalise=False`: P(history, next scene, next item))."""
     c = world.config
     n_steps = len(items) + 1
     A = world.intent_transitions(user)
@@ -46,7 +48,7 @@ def brute_force_joint(world, user, items, scenes):
                                for g in range(c.scenes))
             total += p_k * p_items
         joint[s_next, v_next] = p_scenes * total
-    return joint / joint.sum()
+    return joint / joint.sum() if normalise else joint
 
 
 @pytest.mark.parametrize("misalignment", [0.0, 0.4, 1.0])
@@ -162,3 +164,47 @@ def test_written_log_round_trips_to_the_same_world(tmp_path):
 def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match="misalignment"):
         SceneWorldConfig(misalignment=1.5)
+
+
+def _true_habit_row(world, user, scene):
+    c = world.config
+    return ((world.scene_transitions[user, scene]
+             - (1 - c.habit_weight) * world.base_scene_transitions[scene]) / c.habit_weight)
+
+
+def test_population_oracle_with_the_users_own_parameters_is_the_oracle():
+    world = SceneWorld(SceneWorldConfig(users=3, items=40, categories=4, seed=2))
+    log = world.generate()
+    for user in range(3):
+        items, scenes = log.items[user][:-1], log.scenes[user][:-1]
+        joint, ess = world.population_joint(
+            items, scenes, world.user_preference[user][None],
+            _true_habit_row(world, user, scenes[-1])[None])
+        np.testing.assert_allclose(joint, world.oracle_joint(user, items, scenes), atol=1e-12)
+        assert ess == {"preference_ess": 1.0, "habit_ess": 1.0}
+
+
+@pytest.mark.parametrize("misalignment", [0.0, 0.5])
+def test_population_oracle_matches_brute_force_over_parameter_draws(misalignment):
+    """Every (preference, habit row) draw is a world of its own: the population joint is the
+    brute-force joint of each, weighted by how likely each makes the history."""
+    world = SceneWorld(SceneWorldConfig(users=3, items=6, categories=2, scenes=6,
+                                        misalignment=misalignment, seed=7))
+    log = world.generate()
+    rng = np.random.default_rng(0)
+    preferences = rng.dirichlet(np.full(2, 0.3), 3)
+    habits = rng.dirichlet(np.ones(6), 2)
+    c = world.config
+    for user in range(2):
+        items, scenes = log.items[user][:3], log.scenes[user][:3]
+        total = np.zeros((c.scenes, c.items))
+        for preference, habit in itertools.product(preferences, habits):
+            variant = copy.deepcopy(world)
+            variant.user_preference[user] = preference
+            variant.scene_transitions[user, scenes[-1]] = (
+                c.habit_weight * habit
+                + (1 - c.habit_weight) * world.base_scene_transitions[scenes[-1]])
+            total += brute_force_joint(variant, user, items, scenes, normalise=False)
+        joint, ess = world.population_joint(items, scenes, preferences, habits)
+        np.testing.assert_allclose(joint, total / total.sum(), rtol=1e-9, atol=1e-12)
+        assert 1.0 <= ess["preference_ess"] <= 3.0 and 1.0 <= ess["habit_ess"] <= 2.0
