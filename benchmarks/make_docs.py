@@ -190,9 +190,12 @@ BLOCKS: Dict[str, Dict[str, Callable[[pathlib.Path], str]]] = {
         "quality-current": render_quality,
         "new-user-movielens": _results_md(RESULTS / "new_user_movielens", "summary.md"),
         "bf16-default-world": _main_tables(RESULTS / "quality_bf16_default_world"),
+        "learnable-ceiling": _results_md(RESULTS / "learnable_ceiling"),
+        "learning-curve": _results_md(RESULTS / "learning_curve", "summary.md"),
     },
     "benchmarks/SPEED_AND_SCALE.md": {
         "train-throughput": _results_md(RESULTS / "train_throughput"),
+        "time-to-best": _results_md(RESULTS / "time_to_best_ml100k", "summary.md"),
         "large-catalog": _results_md(RESULTS / "large_catalog"),
         "large-catalog-quality": _results_md(RESULTS / "large_catalog", "quality.md"),
         "serving-topk": _results_md(RESULTS / "serving_topk"),
