@@ -135,6 +135,10 @@ BASELINES: Dict[str, Dict[str, Any]] = {
     # attribute of each item, the pointer and the target scene.
     "sasrec_scene_repeat_target": dict(_SINGLE_SEQUENCE, scene_attribute=True, **_REPEAT,
                                        **_TARGET),
+    # Not in the default table: the same with a GRU item network, the fair baseline of DSPnet's
+    # gru_items_scene_attribute variant.
+    "gru4rec_scene_repeat_target": dict(_SINGLE_SEQUENCE, encoder="gru", scene_attribute=True,
+                                        **_REPEAT, **_TARGET),
 }
 
 

@@ -48,7 +48,7 @@ def test_sasrec_ignores_scenes_and_sasrec_scene_reads_them():
     items, scenes = _inputs()
     other_scenes = np.where(items > 0, RNG.integers(2, 6, size=scenes.shape), 0)
     for name, reads_scenes in (("sasrec", False), ("sasrec_scene", True), ("gru4rec", False),
-                               ("gru4rec_scene", True)):
+                               ("gru4rec_scene", True), ("gru4rec_scene_repeat_target", True)):
         model = DSPnet(base_config().as_baseline(name))
         a = model({"item_ids": items, "scene_ids": scenes})["item_logits"].numpy()
         b = model({"item_ids": items, "scene_ids": other_scenes})["item_logits"].numpy()
