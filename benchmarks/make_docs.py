@@ -90,6 +90,11 @@ def render_quality(doc: pathlib.Path) -> str:
         else:
             lines.append(f"| {name} | {reading:.3f} | >= {bar:.2f} | "
                          f"{'yes' if reading >= bar else '**no**'} |")
+    ceiling = _json(RESULTS / "learnable_ceiling" / "results.json")["ratios"]
+    lines += ["", "What a learner can reach (the learnable ceiling, below) is "
+              f"{ceiling['scene_acc@1']:.3f} x the exact oracle for the next scene and "
+              f"{ceiling['in_scene_ndcg@10']:.3f} x in-scene: a bar above it cannot be met by "
+              "any model."]
     lines += ["", "The sweep (never significantly below the best in-scene baseline; the lift "
               "falls toward 0 with the oracle's) and MovieLens-100K (unchanged: a one-scene log "
               "builds the model of before) hold: the sweep table above, and the README's table."]
@@ -130,6 +135,9 @@ def render_at_a_glance(doc: pathlib.Path) -> str:
     parity = _json(RESULTS / "pipeline_parity.json")
     throughput = _json(RESULTS / "train_throughput" / "results.json")
     serving = _json(RESULTS / "serving" / "serving.json")
+    ceiling = _json(RESULTS / "learnable_ceiling" / "results.json")
+    time_to_best = _json(RESULTS / "time_to_best_ml100k" / "summary.json")
+    to_best = time_to_best["configs"]["dspnet float32"]
     seeds = len(quality["seeds"])
     quality_link = _link(QUALITY_MAIN / "results.json", doc)
 
@@ -148,6 +156,10 @@ def render_at_a_glance(doc: pathlib.Path) -> str:
                  f"{ins['models'][best_in]['ndcg@10']['mean']:.4f}",
          f"{ins['significance']['ratio']:.3f} x (p = {ins['significance']['p_value']:.2g})",
          quality_link),
+        ("(same)", "",
+         f"learnable ceiling {ceiling['population']['in_scene_ndcg@10']['mean']:.4f}",
+         f"{dspnet_in['mean'] / ceiling['population']['in_scene_ndcg@10']['mean']:.3f} x",
+         _link(RESULTS / "learnable_ceiling" / "results.json", doc)),
         ("default world, next-event NDCG@10",
          f"{dspnet_next['mean']:.4f} ± {dspnet_next['std']:.4f}",
          f"best baseline `{best_next}` {nxt['models'][best_next]['ndcg@10']['mean']:.4f}",
@@ -166,6 +178,11 @@ def render_at_a_glance(doc: pathlib.Path) -> str:
          f"same model, benchmark code path {parity['benchmark_test_ndcg@10']:.4f}",
          f"{parity['pipeline_test_ndcg@10'] / parity['benchmark_test_ndcg@10']:.3f} x",
          _link(RESULTS / "pipeline_parity.json", doc)),
+        ("MovieLens-100K, seconds to the best validation epoch",
+         f"{to_best['seconds_to_best']['mean']:.0f}",
+         f"RecBole's SASRec {time_to_best['recbole_seconds_to_best']:.0f}",
+         f"{to_best['seconds_to_best']['mean'] / time_to_best['recbole_seconds_to_best']:.3f} x",
+         _link(RESULTS / "time_to_best_ml100k" / "summary.json", doc)),
         ("training, sequences/s (2 cores, float32)", f"{rate('dspnet'):.0f}",
          f"SASRec {rate('sasrec'):.0f}", f"{rate('dspnet') / rate('sasrec'):.2f} x",
          _link(RESULTS / "train_throughput" / "results.json", doc)),
