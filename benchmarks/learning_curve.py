@@ -103,6 +103,9 @@ def main() -> None:
                         help="the dspnet command (default: the one beside this Python)")
     parser.add_argument("--out", default="benchmarks/results/learning_curve")
     args = parser.parse_args()
+    if not os.access(args.dspnet, os.X_OK):
+        raise SystemExit(f"{args.dspnet}: no dspnet command there (make setup builds .venv; "
+                         "or pass --dspnet)")
     args.models = args.models.split(",")
     rows = [run_size(users, args) for users in sorted(args.users)]
     write_summary(rows, args.models, args.out)

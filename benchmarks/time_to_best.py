@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--summarize", action="store_true",
                         help="only summarize the runs already under --out")
     args = parser.parse_args()
+    if not args.summarize and not os.access(args.dspnet, os.X_OK):
+        raise SystemExit(f"{args.dspnet}: no dspnet command there (make setup builds .venv; "
+                         "or pass --dspnet)")
     plan = [("sasrec", "float32", seed) for seed in args.sasrec_seeds]
     plan += [("dspnet", precision, seed) for precision in args.precisions for seed in args.seeds]
     runs = []
