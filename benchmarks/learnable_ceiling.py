@@ -26,14 +26,15 @@ from typing import Any, Dict, List
 import numpy as np
 
 from dspnet_tf.data.event_log import read_event_log
-from dspnet_tf.data.scene_world import in_scene_rows, load_world
 from dspnet_tf.data.splits import leave_one_out
+from dspnet_tf.evaluation.quality_benchmark import WorldView, joint_ranks
+from dspnet_tf.evaluation.ranking import ranking_metrics
 
 TASKS = ("next_event", "in_scene")
 
 
 def _ndcg_at_10(rank: np.ndarray) -> np.ndarray:
-    return np.where(rank <= 10, 1.0 / np.log2(rank + 1.0), 0.0)
+    return ranking_metrics(rank, (10,))["ndcg@10"]
 
 
 def _mean_se(values: np.ndarray) -> Dict[str, float]:
@@ -42,16 +43,14 @@ def _mean_se(values: np.ndarray) -> Dict[str, float]:
 
 
 def score(data: str, draws: int, seed: int, max_users: int = 0) -> Dict[str, Any]:
-    """Per-user ranks of the test targets under the exact and the population oracle."""
-    world = load_world(os.path.join(data, "world.json"))
+    """Per-user ranks of the test targets under the exact and the population oracle, ranked as
+    the quality benchmark ranks them (`joint_ranks`)."""
     split = leave_one_out(read_event_log(data))
-    names = list(world.config.scene_names)
-    vocab_items = np.array([int(t[1:]) for t in split.item_vocab.tokens[2:]])
+    view = WorldView(os.path.join(data, "world.json"), split)
+    world, c = view.world, view.world.config
     rng = np.random.default_rng(seed)
-    c = world.config
     preferences = rng.dirichlet(np.full(c.categories, c.preference_concentration), draws)
     habits = rng.dirichlet(np.ones(c.scenes), draws)
-    test_items, test_scenes = split.test
     users = len(split.users) if not max_users else min(max_users, len(split.users))
     out: Dict[str, List[Any]] = {"target_scene": [], "preference_ess": [], "habit_ess": []}
     for oracle in ("exact", "population"):
@@ -60,27 +59,22 @@ def score(data: str, draws: int, seed: int, max_users: int = 0) -> Dict[str, Any
         out[f"{oracle}_scene_hit"] = []
     started = time.time()
     for index in range(users):
-        user = int(split.users[index][1:])
-        items = [int(split.item_vocab.tokens[i][1:]) for i in test_items[index]]
-        scenes = [names.index(split.scene_vocab.tokens[s]) for s in test_scenes[index]]
-        history_items, history_scenes, target_item, target_scene = (
-            items[:-1], scenes[:-1], items[-1], scenes[-1])
-        joints = {"exact": world.oracle_joint(user, history_items, history_scenes)}
-        joints["population"], ess = world.population_joint(history_items, history_scenes,
+        user, items, scenes = view.raw(index)
+        joints = {"exact": world.oracle_joint(user, items[:-1], scenes[:-1])}
+        joints["population"], ess = world.population_joint(items[:-1], scenes[:-1],
                                                            preferences, habits)
-        out["target_scene"].append(target_scene)
+        out["target_scene"].append(scenes[-1])
         out["preference_ess"].append(ess["preference_ess"])
         out["habit_ess"].append(ess["habit_ess"])
         for oracle, joint in joints.items():
-            p_scene = joint.sum(axis=1)
-            out[f"{oracle}_scene_hit"].append(int(np.argmax(p_scene) == target_scene))
-            rows = {"next_event": joint.sum(axis=0), "in_scene": in_scene_rows(joint)[target_scene]}
-            for task, p_item in rows.items():
-                candidates = p_item[vocab_items]  # pessimistic ties, as the benchmark ranks
-                out[f"{oracle}_{task}_rank"].append(int((candidates >= p_item[target_item]).sum()))
+            ranks = joint_ranks(joint, items[-1], scenes[-1], view.vocab_items)
+            out[f"{oracle}_scene_hit"].append(int(ranks["scene_rank"] == 1))
+            for task in TASKS:
+                out[f"{oracle}_{task}_rank"].append(ranks[task])
         if (index + 1) % 2000 == 0:
             print(f"  {index + 1}/{users} users, {time.time() - started:.0f} s", flush=True)
-    return {key: np.asarray(value) for key, value in out.items()} | {"scene_names": names}
+    return {key: np.asarray(value) for key, value in out.items()} | {
+        "scene_names": list(c.scene_names)}
 
 
 def summarize(scored: Dict[str, Any], results: Dict[str, Any], draws: int) -> Dict[str, Any]:

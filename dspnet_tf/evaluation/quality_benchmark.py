@@ -104,8 +104,13 @@ def world_json_of(data: str) -> Optional[str]:
     return world_json if world_json and os.path.exists(world_json) else None
 
 
-class _WorldView:
-    """A split's users seen by the scene world: raw item / scene indices, vocabulary items."""
+class WorldView:
+    """A split's users seen by the scene world: raw item / scene indices, vocabulary items.
+
+    `raw(index)` gives user `index`'s world user, items and scenes (every event of the split,
+    the test target last); `vocab_items` the world's item of each real item id, the candidates
+    a model ranks.
+    """
 
     def __init__(self, world_json: str, split: LeaveOneOutSplit) -> None:
         from dspnet_tf.data.scene_world import load_world  # pylint: disable=import-outside-toplevel
@@ -125,6 +130,22 @@ class _WorldView:
                 [self._names.index(split.scene_vocab.tokens[s]) for s in split.scenes[index]])
 
 
+def joint_ranks(joint: np.ndarray, item: int, scene: int, vocab_items: np.ndarray) -> Dict[str, int]:
+    """Pessimistic 1-based ranks of a target (item, scene) under a joint P(scene, item) [S, N].
+
+    `next_event`: the item under the joint summed over scenes; `in_scene`: under the joint's row
+    for the target's scene, normalised; both among `vocab_items`, the candidates the models rank.
+    `scene_rank`: the scene under the joint summed over items.
+    """
+    from dspnet_tf.data.scene_world import in_scene_rows  # pylint: disable=import-outside-toplevel
+
+    p_scene = joint.sum(axis=1)
+    ranks = {"scene_rank": int((p_scene >= p_scene[scene]).sum())}
+    for task, p_item in ((NEXT_EVENT, joint.sum(axis=0)), (IN_SCENE, in_scene_rows(joint)[scene])):
+        ranks[task] = int((p_item[vocab_items] >= p_item[item]).sum())
+    return ranks
+
+
 def oracle_ranks(data_dir: str, split: LeaveOneOutSplit) -> Optional[Dict[str, Dict[str, np.ndarray]]]:
     """Ranks of the test targets under the scene world's exact oracle, by task; None for other data.
 
@@ -135,20 +156,15 @@ def oracle_ranks(data_dir: str, split: LeaveOneOutSplit) -> Optional[Dict[str, D
     world_json = world_json_of(data_dir)
     if world_json is None:
         return None
-    from dspnet_tf.data.scene_world import in_scene_rows  # pylint: disable=import-outside-toplevel
-
-    view = _WorldView(world_json, split)
+    view = WorldView(world_json, split)
     ranks: Dict[str, Dict[str, List[int]]] = {t: {"item_rank": [], "scene_rank": []} for t in TASKS}
     for index in range(len(split.users)):
         user, raw_items, raw_scenes = view.raw(index)
         joint = view.world.oracle_joint(user, raw_items[:-1], raw_scenes[:-1])
-        p_scene = joint.sum(axis=1)
-        scene_rank = int((p_scene >= p_scene[raw_scenes[-1]]).sum())
-        in_scene = in_scene_rows(joint)
-        for task, p_item in ((NEXT_EVENT, joint.sum(axis=0)), (IN_SCENE, in_scene[raw_scenes[-1]])):
-            candidates = p_item[view.vocab_items]
-            ranks[task]["item_rank"].append(int((candidates >= p_item[raw_items[-1]]).sum()))
-            ranks[task]["scene_rank"].append(scene_rank)
+        target = joint_ranks(joint, raw_items[-1], raw_scenes[-1], view.vocab_items)
+        for task in TASKS:
+            ranks[task]["item_rank"].append(target[task])
+            ranks[task]["scene_rank"].append(target["scene_rank"])
     return {t: {k: np.array(v) for k, v in r.items()} for t, r in ranks.items()}
 
 
@@ -170,7 +186,7 @@ def oracle_gap(model: Any, split: LeaveOneOutSplit, world_json: str, max_len: in
     from dspnet_tf.data.sequences import left_pad  # pylint: disable=import-outside-toplevel
     from dspnet_tf.evaluation.ranking import ranking_metrics as _metrics  # pylint: disable=import-outside-toplevel
 
-    view = _WorldView(world_json, split)
+    view = WorldView(world_json, split)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(split.users), min(users, len(split.users)), replace=False))
     scores: Dict[str, List[float]] = {}
