@@ -124,6 +124,7 @@ class WorldView:
         self._names = names
 
     def raw(self, index: int) -> Tuple[int, List[int], List[int]]:
+        """User `index`'s world user and raw item / scene indices, oldest first."""
         split = self.split
         return (int(split.users[index][1:]),
                 [int(split.item_vocab.tokens[i][1:]) for i in split.items[index]],
