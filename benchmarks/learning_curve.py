@@ -20,8 +20,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Any, Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # as a script or loaded by path
+from quality_run import quality_run  # noqa: E402  (a sibling script)
+
 
 
 def run_size(users: int, args: argparse.Namespace) -> Dict[str, Any]:
@@ -31,19 +34,10 @@ def run_size(users: int, args: argparse.Namespace) -> Dict[str, Any]:
         subprocess.run([args.dspnet, "generate", "scene-world", "--users", str(users),
                         "--seed", str(args.world_seed), "--out", world], check=True,
                        stdout=subprocess.DEVNULL)
-    folder = os.path.join(args.out, f"u{users}")
-    if not os.path.isfile(os.path.join(folder, "results.json")):
-        command = [args.dspnet, "benchmark", "quality", "--data", world, "--models",
-                   ",".join(args.models), "--studies", "", "--seeds", "1", "--first-seed",
-                   str(args.seed), "--item-loss", "softmax", "--epochs", str(args.epochs),
-                   "--patience", str(args.patience), "--workers", str(args.workers),
-                   "--out", folder]
-        print(f"{time.strftime('%H:%M:%S')} {users} users: {' '.join(command)}", flush=True)
-        os.makedirs(folder, exist_ok=True)
-        with open(folder + ".log", "w", encoding="utf-8") as log:
-            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
-    with open(os.path.join(folder, "results.json"), encoding="utf-8") as handle:
-        results = json.load(handle)
+    results = quality_run(args.dspnet, os.path.join(args.out, f"u{users}"), [
+        "--data", world, "--models", ",".join(args.models), "--studies", "", "--seeds", "1",
+        "--first-seed", str(args.seed), "--item-loss", "softmax", "--epochs", str(args.epochs),
+        "--patience", str(args.patience), "--workers", str(args.workers)], f"{users} users")
     in_scene = results["tasks"]["in_scene"]
     oracle = in_scene["oracle"]["ndcg@10"]
     row: Dict[str, Any] = {"users": users, "in_scene_oracle_ndcg@10": oracle,

@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from typing import Any, Dict, List
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # as a script or loaded by path
+from quality_run import quality_run  # noqa: E402  (a sibling script)
 
 # RecBole 1.2.1's SASRec on MovieLens-100K (the project's anchor, same machine kind): wall
 # seconds to its best validation epoch and its test NDCG@10.
@@ -43,22 +44,12 @@ RECBOLE_NDCG_AT_10 = 0.0640
 
 def run_one(model: str, precision: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
     """Trains one (model, precision, seed) run with the quality benchmark; returns its figures."""
-    folder = os.path.join(args.out, f"{model}_{precision}_seed{seed}")
-    results = os.path.join(folder, "results.json")
-    if not os.path.isfile(results):
-        command = [args.dspnet, "benchmark", "quality", "--data", "movielens-100k",
-                   "--models", model, "--studies", "", "--seeds", "1", "--first-seed", str(seed),
-                   "--item-loss", "softmax", "--precision", precision,
-                   "--window-stride", str(args.window_stride), "--epochs", str(args.epochs),
-                   "--patience", str(args.patience), "--learning-rate", str(args.learning_rate),
-                   "--workers", "1", "--out", folder]
-        print(f"{time.strftime('%H:%M:%S')} {model} {precision} seed {seed}: "
-              f"{' '.join(command)}", flush=True)
-        os.makedirs(folder, exist_ok=True)
-        with open(folder + ".log", "w", encoding="utf-8") as log:
-            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
-    with open(results, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = quality_run(args.dspnet, os.path.join(args.out, f"{model}_{precision}_seed{seed}"), [
+        "--data", "movielens-100k", "--models", model, "--studies", "", "--seeds", "1",
+        "--first-seed", str(seed), "--item-loss", "softmax", "--precision", precision,
+        "--window-stride", str(args.window_stride), "--epochs", str(args.epochs),
+        "--patience", str(args.patience), "--learning-rate", str(args.learning_rate),
+        "--workers", "1"], f"{model} {precision} seed {seed}")
     timing = data["timing"][model][0]
     return {"model": model, "precision": precision, "seed": seed,
             "resolved_precision": data["settings"]["overrides"].get("precision", precision),
