@@ -77,6 +77,10 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     # way the oracle's forward filter does.
     "gru_items": {"encoder": "gru"},
 }
+# Our extension: ALiBi-style recency slopes in every Transformer's attention (both networks).
+ABLATIONS["recency_bias"] = {"recency_bias": True}
+ABLATIONS["recency_bias_scene_attribute"] = {**ABLATIONS["recency_bias"],
+                                             **ABLATIONS["scene_attribute"]}
 ABLATIONS["gru_items_scene_attribute"] = {**ABLATIONS["gru_items"], **ABLATIONS["scene_attribute"]}
 # In-scene forms (benchmarks/QUALITY.md): no target-scene conditioning at all; the concat head
 # instead of the per-scene one. (The joint factorisation, measured as "joint" in
@@ -173,6 +177,9 @@ class DSPnetConfig:
       scene_attribute: add a scene embedding to the item embedding at the input (the
         "scene as attribute" approach the paper argues against; baseline `sasrec_scene`).
       encoder: "transformer" (SASRec-style) or "gru" (GRU4Rec-style, for the baseline).
+      recency_bias: the Transformer networks' attention scores fall with the distance back
+        from the query, one learned slope per head started at ALiBi's values
+        (`RecencyBiasedAttention`), on top of the learned position embeddings.
       fusion: "concat_mlp" (SFE) or "sum" (ablation: h_V + W h_S).
       sfe_depth: number of Dense layers in the SFE MLP (paper: 2 best).
       sfe_hidden: width of the hidden SFE layers (default 2 * item_dim).
@@ -307,6 +314,7 @@ class DSPnetConfig:
     use_scene_network: bool = True
     scene_attribute: bool = False
     encoder: str = "transformer"
+    recency_bias: bool = False
     fusion: str = "concat_mlp"
     sfe_depth: int = 2
     sfe_hidden: int = 0

@@ -45,6 +45,8 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
       dropout: dropout rate.
       causal: True (default) lets position t see events <= t only (next-event prediction);
         False lets every position see the whole window (BERT4Rec's cloze task).
+      recency_bias: each block's attention favours recent events through a learned per-head
+        slope (`RecencyBiasedAttention`); the position embeddings stay.
     """
 
     def __init__(
@@ -57,10 +59,12 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
         ffn_multiplier: int = 4,
         dropout: float = 0.2,
         causal: bool = True,
+        recency_bias: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.causal = bool(causal)
+        self.recency_bias = bool(recency_bias)
         self.vocab_size = int(vocab_size)
         self.dim = int(dim)
         self.max_len = int(max_len)
@@ -84,6 +88,7 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
                 num_heads=self.num_heads,
                 ffn_dim=self.ffn_multiplier * self.dim,
                 dropout=self.dropout_rate,
+                recency_bias=self.recency_bias,
                 name=f"block_{i}",
                 dtype=policy,
             )
@@ -148,5 +153,6 @@ class SequenceEncoder(TiedTokenTableMixin, tf.keras.layers.Layer):
             ffn_multiplier=self.ffn_multiplier,
             dropout=self.dropout_rate,
             causal=self.causal,
+            recency_bias=self.recency_bias,
         )
         return config

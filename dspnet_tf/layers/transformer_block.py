@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 
 from dspnet_tf.layers.dropout import Dropout
+from dspnet_tf.layers.recency_attention import RecencyBiasedAttention
 
 
 @tf.keras.utils.register_keras_serializable(package="dspnet_tf")
@@ -27,21 +28,26 @@ class TransformerBlock(tf.keras.layers.Layer):
       num_heads: attention heads (dim must be divisible by it).
       ffn_dim: hidden width of the feed-forward network.
       dropout: dropout on attention weights, sub-layer outputs and the feed-forward hidden layer.
+      recency_bias: attention scores fall with the distance back from the query, one learned
+        slope per head (`RecencyBiasedAttention`, ALiBi-style); False is Keras's plain attention.
     """
 
     def __init__(
-        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, **kwargs: Any
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0,
+        recency_bias: bool = False, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.dim = int(dim)
         self.num_heads = int(num_heads)
         self.ffn_dim = int(ffn_dim)
         self.dropout_rate = float(dropout)
+        self.recency_bias = bool(recency_bias)
         # Sub-layers take this layer's mixed-precision policy (Keras 2 layers do not inherit
         # it): a model built with an explicit policy computes alike in every part.
         policy = self.dtype_policy
         self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy)
-        self.attention = tf.keras.layers.MultiHeadAttention(
+        attention = RecencyBiasedAttention if self.recency_bias else tf.keras.layers.MultiHeadAttention
+        self.attention = attention(
             num_heads=self.num_heads,
             key_dim=self.dim // self.num_heads,
             dropout=self.dropout_rate,
@@ -98,6 +104,7 @@ class TransformerBlock(tf.keras.layers.Layer):
         """The constructor arguments, so Keras can re-create the layer from a saved model."""
         config = super().get_config()
         config.update(
-            dim=self.dim, num_heads=self.num_heads, ffn_dim=self.ffn_dim, dropout=self.dropout_rate
+            dim=self.dim, num_heads=self.num_heads, ffn_dim=self.ffn_dim, dropout=self.dropout_rate,
+            recency_bias=self.recency_bias,
         )
         return config

@@ -173,7 +173,8 @@ class DSPnet(tf.keras.Model):
         else:
             self.item_encoder = SequenceEncoder(
                 c.item_vocab_size, c.item_dim, c.max_len, c.num_blocks, c.num_heads,
-                c.ffn_multiplier, c.dropout, name="item_encoder", dtype=policy,
+                c.ffn_multiplier, c.dropout, recency_bias=c.recency_bias, name="item_encoder",
+                dtype=policy,
             )
         # Baseline `sasrec_scene`: the scene as an attribute added to each item embedding.
         self.scene_attribute_embedding = (
@@ -188,7 +189,8 @@ class DSPnet(tf.keras.Model):
         # even when the scene network is ablated away.
         self.scene_encoder = SequenceEncoder(
             c.scene_vocab_size, c.scene_dim, c.max_len, c.num_blocks, c.num_heads,
-            c.ffn_multiplier, c.dropout, name="scene_encoder", dtype=policy,
+            c.ffn_multiplier, c.dropout, recency_bias=c.recency_bias, name="scene_encoder",
+            dtype=policy,
         )
         self.fusion = (
             SequenceFeatureEnhancement(

@@ -18,7 +18,11 @@ def _ids(batch, length, vocab, pad_upto):
 
 LAYERS = {
     "TransformerBlock": lambda: layers.TransformerBlock(dim=8, num_heads=2, ffn_dim=16, dropout=0.1),
+    "TransformerBlockRecency": lambda: layers.TransformerBlock(
+        dim=8, num_heads=2, ffn_dim=16, dropout=0.1, recency_bias=True),
     "SequenceEncoder": lambda: layers.SequenceEncoder(vocab_size=20, dim=8, max_len=6, num_blocks=1),
+    "SequenceEncoderRecency": lambda: layers.SequenceEncoder(
+        vocab_size=20, dim=8, max_len=6, num_blocks=1, recency_bias=True),
     "SequenceFeatureEnhancement": lambda: layers.SequenceFeatureEnhancement(8, 12, depth=3),
     "SequenceFeatureEnhancementSum": lambda: layers.SequenceFeatureEnhancement(8, 12, fusion="sum"),
     "SequenceFeatureEnhancementZeroInit": lambda: layers.SequenceFeatureEnhancement(
@@ -40,9 +44,9 @@ FIXED_SCENES = _ids(2, 6, 5, [0, 3])
 
 
 def _call(name, layer):
-    if name == "TransformerBlock":
-        return layer(tf.ones([2, 6, 8]))
-    if name == "SequenceEncoder":
+    if name.startswith("TransformerBlock"):
+        return layer(tf.reshape(tf.range(96, dtype=tf.float32) / 96.0, [2, 6, 8]))
+    if name.startswith("SequenceEncoder"):
         return layer(FIXED_ITEMS)
     if name.startswith("SequenceFeatureEnhancement"):
         return layer(tf.ones([2, 6, 8]), tf.ones([2, 6, 4]))
@@ -111,9 +115,11 @@ def test_sequence_encoder_is_causal():
         assert not np.allclose(out[:, t + 1:], base[:, t + 1:], atol=1e-5)
 
 
-@pytest.mark.parametrize("blocks", [1, 2, "gru"])
+@pytest.mark.parametrize("blocks", [1, 2, "gru", "recency"])
 def test_sequence_encoder_last_only_equals_the_last_row_of_the_full_output(blocks):
     enc = (layers.GRUSequenceEncoder(vocab_size=30, dim=8, dropout=0.0) if blocks == "gru" else
+           layers.SequenceEncoder(vocab_size=30, dim=8, max_len=7, num_blocks=2, dropout=0.0,
+                                  recency_bias=True) if blocks == "recency" else
            layers.SequenceEncoder(vocab_size=30, dim=8, max_len=7, num_blocks=blocks, dropout=0.0))
     ids = _ids(3, 7, 30, [0, 2, 6])
     full = enc(ids).numpy()
@@ -123,11 +129,20 @@ def test_sequence_encoder_last_only_equals_the_last_row_of_the_full_output(block
     assert np.abs(last).sum() > 0  # not trivially zero
 
 
-def test_transformer_block_matches_numpy_attention_reference():
-    """With dropout off, the block equals a hand-written pre-LN attention + FFN in numpy."""
-    block = layers.TransformerBlock(dim=4, num_heads=2, ffn_dim=6)
+@pytest.mark.parametrize("recency_bias", [False, True])
+def test_transformer_block_matches_numpy_attention_reference(recency_bias):
+    """With dropout off, the block equals a hand-written pre-LN attention + FFN in numpy; with
+    the recency bias, head h's scores also fall by slope_h per position back from the query."""
+    block = layers.TransformerBlock(dim=4, num_heads=2, ffn_dim=6, recency_bias=recency_bias)
     x = RNG.normal(size=(1, 3, 4)).astype(np.float32)
     mask = np.tril(np.ones((3, 3), bool))[None]
+    block(tf.constant(x), attention_mask=tf.constant(mask))
+    slopes = np.zeros(2, np.float32)
+    if recency_bias:
+        # ALiBi's start for two heads, then values large enough to move the output.
+        np.testing.assert_allclose(block.attention.recency_slopes.numpy(), [2 ** -4, 2 ** -8])
+        slopes = np.array([0.9, -0.4], np.float32)
+        block.attention.recency_slopes.assign(slopes)
     got = block(tf.constant(x), attention_mask=tf.constant(mask)).numpy()
 
     def ln(v, layer):
@@ -140,6 +155,8 @@ def test_transformer_block_matches_numpy_attention_reference():
     k = np.einsum("bld,dhk->blhk", h, mha._key_dense.kernel.numpy()) + mha._key_dense.bias.numpy()
     v = np.einsum("bld,dhk->blhk", h, mha._value_dense.kernel.numpy()) + mha._value_dense.bias.numpy()
     scores = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(2.0)
+    distance = np.maximum(np.arange(3)[:, None] - np.arange(3)[None, :], 0)
+    scores = scores - slopes[None, :, None, None] * distance[None, None]
     scores = np.where(mask[:, None], scores, -1e9)
     p = np.exp(scores - scores.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
