@@ -399,7 +399,8 @@ def cmd_benchmark_quality(args: argparse.Namespace) -> int:
 DEFAULT_QUALITY_MODELS = ("dspnet", "sasrec", "sasrec_scene", "gru4rec", "bert4rec",
                           "most_popular", "sasrec_repeat", "gru4rec_repeat",
                           "sasrec_repeat_target", "gru4rec_repeat_target",
-                          "sasrec_scene_repeat_target", "scene_popular")
+                          "sasrec_scene_repeat_target", "gru4rec_scene_repeat_target",
+                          "scene_popular")
 
 
 def _split_list(text: str) -> List[str]:
@@ -669,7 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "(sasrec, sasrec_scene, gru4rec, bert4rec, most_popular), the fair "
                               "ones (sasrec_repeat, gru4rec_repeat: DSPnet's repeat pointer; "
                               "sasrec_repeat_target, gru4rec_repeat_target, "
-                              "sasrec_scene_repeat_target: also the target scene at the output; "
+                              "sasrec_scene_repeat_target, gru4rec_scene_repeat_target: also the target "
+                              "scene at the output; "
                               "scene_popular: most popular within the target scene), "
                               "gru4rec_scene and dspnet_<ablation>; '' for none "
                               "(default: %(default)s)")

@@ -68,17 +68,24 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
     "sfe_zero_init": {"sfe_zero_init": True},
     # The next-scene softmax over the real scenes only (no OOV class; benchmarks/QUALITY.md).
     "real_scenes": {"scene_real_only": True},
-    # An addition, not a removal (our extension): each item embedding also gets its scene's
-    # embedding, as in the sasrec_scene baseline, so the item network sees item-scene pairs
-    # that the per-position SFE fusion of two separately encoded sequences cannot.
+    # Our extension, on by default (it states the default): each item embedding also gets its
+    # scene's embedding, as in the sasrec_scene baseline, so the item network sees item-scene
+    # pairs that the per-position SFE fusion of two separately encoded sequences cannot.
     "scene_attribute": {"scene_attribute": True},
     # Our extension: a GRU item network (the scene network stays a Transformer). The scene
     # world's users follow a Markov chain over a latent intent, which a recurrence tracks the
     # way the oracle's forward filter does.
     "gru_items": {"encoder": "gru"},
 }
-# Our extension: ALiBi-style recency slopes in every Transformer's attention (both networks).
+# Our extension, on by default: ALiBi-style recency slopes in every Transformer's attention
+# (both networks); "recency_bias" and "recency_bias_scene_attribute" state the default, as
+# measured before it was one (benchmarks/JOURNAL.md).
 ABLATIONS["recency_bias"] = {"recency_bias": True}
+ABLATIONS["no_recency_bias"] = {"recency_bias": False}
+ABLATIONS["no_scene_attribute"] = {"scene_attribute": False}
+# The default of before 2026-12-04: neither extension.
+ABLATIONS["no_recency_bias_no_scene_attribute"] = {**ABLATIONS["no_recency_bias"],
+                                                  **ABLATIONS["no_scene_attribute"]}
 ABLATIONS["recency_bias_scene_attribute"] = {**ABLATIONS["recency_bias"],
                                              **ABLATIONS["scene_attribute"]}
 ABLATIONS["gru_items_scene_attribute"] = {**ABLATIONS["gru_items"], **ABLATIONS["scene_attribute"]}
@@ -105,22 +112,27 @@ ABLATIONS["single_scene_reduced_no_repeat"] = {**ABLATIONS["single_scene_reduced
                                                **ABLATIONS["no_repeat"]}
 
 # What `reduce_single_scene` switches on a log with at most one real scene (see `resolved`).
-# CCR goes too: its conditioning compares scene contexts, which are identical on such a log.
+# CCR goes too: its conditioning compares scene contexts, which are identical on such a log,
+# and so does the scene attribute (one embedding added to every event).
 # What is left is SASRec's item network plus the repeat pointer (benchmarks/QUALITY.md).
 SINGLE_SCENE_REDUCTION: Dict[str, Any] = {
-    "use_scene_network": False, "scene_real_only": True, "use_ccr": False}
+    "use_scene_network": False, "scene_real_only": True, "use_ccr": False,
+    "scene_attribute": False}
 
 
 # Baselines built from the same layers: name -> the switches that make them.
-# Item-only objective (alpha = 0): the classic single-sequence recommenders.
+# Item-only objective (alpha = 0): the classic single-sequence recommenders, as published (no
+# scene attribute, no recency bias: SASRec is SASRec, the form RecBole's anchors measure).
 _SINGLE_SEQUENCE = {"use_scene_network": False, "use_ccr": False, "use_adversarial": False,
                     "alpha": 0.0, "repeat_pointer": False, "target_scene_conditioning": False,
-                    "next_event_mode": "unknown"}
-# The fair baselines: every mechanism of ours that is not about scenes (the repeat pointer), and
+                    "next_event_mode": "unknown", "scene_attribute": False,
+                    "recency_bias": False}
+# The fair baselines: every mechanism of ours that is not about scenes (the repeat pointer and
+# the attention's recency bias), and
 # in the in-scene task the target scene fed to the output through the same head DSPnet uses
 # (the multi-scenario recommenders' idea). Items only (alpha = 0), so the next-event answer is
 # the head's "scene unknown" query, trained by hiding the target scene half of the time.
-_REPEAT = {"repeat_pointer": None}
+_REPEAT = {"repeat_pointer": None, "recency_bias": True}
 _TARGET = {"target_scene_conditioning": True, "target_scene_dropout": 0.5,
            "next_event_mode": "unknown"}
 BASELINES: Dict[str, Dict[str, Any]] = {
@@ -174,12 +186,16 @@ class DSPnetConfig:
       ffn_multiplier: feed-forward width as a multiple of the block width.
       dropout: dropout rate in embeddings, attention, feed-forward and fusion MLP.
       use_scene_network: ablation switch; False leaves z = h_V (scene head kept for the loss).
-      scene_attribute: add a scene embedding to the item embedding at the input (the
-        "scene as attribute" approach the paper argues against; baseline `sasrec_scene`).
+      scene_attribute: add each event's scene embedding to its item embedding at the input,
+        so the item network sees (item, scene) pairs that the per-position SFE fusion of two
+        separately encoded sequences cannot (our extension; measured: benchmarks/QUALITY.md).
+        Alone, the "scene as attribute" approach the paper argues against (`sasrec_scene`).
       encoder: "transformer" (SASRec-style) or "gru" (GRU4Rec-style, for the baseline).
       recency_bias: the Transformer networks' attention scores fall with the distance back
         from the query, one learned slope per head started at ALiBi's values
-        (`RecencyBiasedAttention`), on top of the learned position embeddings.
+        (`RecencyBiasedAttention`), on top of the learned position embeddings (our
+        extension; measured: benchmarks/QUALITY.md). Configs saved before this field existed
+        reload with False, as they were built.
       fusion: "concat_mlp" (SFE) or "sum" (ablation: h_V + W h_S).
       sfe_depth: number of Dense layers in the SFE MLP (paper: 2 best).
       sfe_hidden: width of the hidden SFE layers (default 2 * item_dim).
@@ -312,9 +328,9 @@ class DSPnetConfig:
     ffn_multiplier: int = 4
     dropout: float = 0.2
     use_scene_network: bool = True
-    scene_attribute: bool = False
+    scene_attribute: bool = True
     encoder: str = "transformer"
-    recency_bias: bool = False
+    recency_bias: bool = True
     fusion: str = "concat_mlp"
     sfe_depth: int = 2
     sfe_hidden: int = 0

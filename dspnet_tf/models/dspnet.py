@@ -309,7 +309,10 @@ class DSPnet(tf.keras.Model):
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects: Any = None) -> "DSPnet":
         """Re-creates the model from `get_config` output."""
-        return cls(config=config["config"], name=config.get("name", "dspnet"))
+        saved = dict(config["config"])
+        # Saved before the field existed: built without the bias, whatever today's default.
+        saved.setdefault("recency_bias", False)
+        return cls(config=saved, name=config.get("name", "dspnet"))
 
     # --- forward ---------------------------------------------------------------------------
     def _prepare(

@@ -279,6 +279,20 @@ def test_get_config_round_trip_and_savedmodel_round_trip(tmp_path):
     assert np.isfinite(loaded.train_on_batch(data, return_dict=True)["loss"])
 
 
+def test_a_config_saved_before_the_recency_bias_reloads_without_it():
+    """Saved configs that predate the field were built without the bias: a reload must build
+    the same weights (no recency slopes), not today's default."""
+    model = built(small_config())
+    assert model.dspnet_config.recency_bias  # today's default
+    saved = model.get_config()
+    del saved["config"]["recency_bias"]
+    legacy = DSPnet.from_config(saved)
+    assert legacy.dspnet_config.recency_bias is False
+    legacy.compute_losses(batch()["item_ids"], batch()["scene_ids"])
+    assert not any("recency_slopes" in w.name for w in legacy.weights)
+    assert any("recency_slopes" in w.name for w in model.weights)
+
+
 def test_the_reduction_without_the_pointer_is_sasrecs_item_network_alone():
     one_scene = small_config(scene_vocab_size=3, item_loss="softmax", use_adversarial=False)
     assert built(one_scene.with_ablation("single_scene_reduced")).repeat_pointer is not None
