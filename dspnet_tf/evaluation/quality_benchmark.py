@@ -35,7 +35,8 @@ REPORTED_BY_TASK = {NEXT_EVENT: REPORTED, IN_SCENE: REPORTED[:7]}
 # repeat pointer) offered to the single-sequence models, and in the in-scene task the target
 # scene fed to their output, plus the in-scene floor `scene_popular`.
 FAIR_BASELINES = ("sasrec_repeat", "gru4rec_repeat", "sasrec_repeat_target",
-                  "gru4rec_repeat_target", "sasrec_scene_repeat_target", "scene_popular")
+                  "gru4rec_repeat_target", "sasrec_scene_repeat_target",
+                  "gru4rec_scene_repeat_target", "scene_popular")
 MAIN_MODELS = ("dspnet", "sasrec", "sasrec_scene", "gru4rec", "bert4rec", "most_popular",
                *FAIR_BASELINES)
 POPULARITY_MODELS = ("most_popular", "scene_popular")

@@ -60,8 +60,11 @@ class RecencyBiasedAttention(tf.keras.layers.MultiHeadAttention):
         """
         query_positions = tf.range(num_queries) + (num_keys - num_queries)
         distance = query_positions[:, tf.newaxis] - tf.range(num_keys)[tf.newaxis, :]
-        distance = tf.cast(tf.maximum(distance, 0), self.recency_slopes.dtype)
-        return -self.recency_slopes[:, tf.newaxis, tf.newaxis] * distance[tf.newaxis]
+        distance = tf.cast(tf.maximum(distance, 0), tf.float32)
+        # In float32 whatever the policy: under mixed precision the slopes read as 16-bit
+        # (Keras autocasts variables in call), which would also round the distances.
+        slopes = tf.cast(self.recency_slopes, tf.float32)
+        return -slopes[:, tf.newaxis, tf.newaxis] * distance[tf.newaxis]
 
     def _masked_softmax(
         self, attention_scores: tf.Tensor, attention_mask: Optional[tf.Tensor] = None
