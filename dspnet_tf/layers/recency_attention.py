@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import tensorflow as tf
 
@@ -74,7 +74,3 @@ class RecencyBiasedAttention(tf.keras.layers.MultiHeadAttention):
         bias = self.recency_bias(shape[-2], shape[-1])
         return super()._masked_softmax(
             attention_scores + tf.cast(bias, attention_scores.dtype), attention_mask)
-
-    def get_config(self) -> Dict[str, Any]:
-        """Keras's attention config (the slopes are weights, not configuration)."""
-        return super().get_config()
