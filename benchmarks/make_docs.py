@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import math
 import os
 import pathlib
 import re
@@ -33,6 +32,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import in_scene_summary  # noqa: E402  (a sibling script)
+from time_to_best import two_standard_errors  # noqa: E402
 
 QUALITY_MAIN = RESULTS / "quality_in_scene"
 QUALITY_EXTRA = [RESULTS / "quality_in_scene_ablations"]
@@ -69,11 +69,6 @@ def _ml100k() -> dict:
             "sasrec": configs["sasrec float32"]["test_ndcg@10"],
             "before": configs["dspnet float32"]["test_ndcg@10"],
             "seconds_to_best": statistics.fmean(run["seconds_to_best"] for run in timing)}
-
-
-def _two_standard_errors(first: dict, second: dict) -> float:
-    """Twice the standard error of the difference of two seed means ({mean, std, n} each)."""
-    return 2 * math.sqrt(first["std"] ** 2 / first["n"] + second["std"] ** 2 / second["n"])
 
 
 def quality_targets(results: dict) -> List[Tuple[str, float, float]]:
@@ -121,7 +116,7 @@ def render_quality(doc: pathlib.Path) -> str:
               f"{needed / in_scene_ceiling:.3f} x the learnable ceiling ({in_scene_ceiling:.4f})."]
     ml = _ml100k()
     now, before = ml["dspnet"], ml["before"]
-    bound = _two_standard_errors(now, before)
+    bound = two_standard_errors(now, before)
     moved = now["mean"] - before["mean"]
     lines += ["", "The sweep (never significantly below the best in-scene baseline; the lift "
               "falls toward 0 with the oracle's): the sweep table above. MovieLens-100K (one "
@@ -204,7 +199,7 @@ def render_at_a_glance(doc: pathlib.Path) -> str:
          f"our SASRec {ml['sasrec']['mean']:.4f}",
          f"{ml['dspnet']['mean'] / ml['sasrec']['mean']:.3f} x (difference "
          f"{ml['dspnet']['mean'] - ml['sasrec']['mean']:+.4f} ± "
-         f"{_two_standard_errors(ml['dspnet'], ml['sasrec']) / 2:.4f} s.e.)",
+         f"{two_standard_errors(ml['dspnet'], ml['sasrec']) / 2:.4f} s.e.)",
          _link(DEFAULT_ML100K / "results.json", doc) + ", "
          + _link(TIME_TO_BEST / "summary.json", doc)),
         (f"TFX pipeline's pushed model, NDCG@10 ({parity['epochs']} epochs; former default)",

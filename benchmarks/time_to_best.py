@@ -65,6 +65,13 @@ def _mean_std(values: List[float]) -> Dict[str, float]:
             "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0, "n": int(len(array))}
 
 
+def two_standard_errors(first: Dict[str, float], second: Dict[str, float]) -> float:
+    """Twice the standard error of the difference of two seed means ({mean, std, n} each):
+    the seed-noise bound a difference must stay within."""
+    return 2.0 * float(np.hypot(first["std"] / np.sqrt(first["n"]),
+                                second["std"] / np.sqrt(second["n"])))
+
+
 def summarize(runs: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, Any]:
     """Per-configuration means, the ratios against RecBole and SASRec, the precision check."""
     configs: Dict[str, Dict[str, Any]] = {}
@@ -94,8 +101,7 @@ def summarize(runs: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str,
         if entry["model"] != "dspnet" or entry is float32 or float32 is None:
             continue
         ours, theirs = entry["test_ndcg@10"], float32["test_ndcg@10"]
-        bound = 2.0 * float(np.hypot(ours["std"] / np.sqrt(ours["n"]),
-                                     theirs["std"] / np.sqrt(theirs["n"])))
+        bound = two_standard_errors(ours, theirs)
         entry["vs_float32"] = {"difference": ours["mean"] - theirs["mean"], "bound": bound,
                                "within_noise": abs(ours["mean"] - theirs["mean"]) <= bound}
     return summary
